@@ -1,0 +1,183 @@
+//! Wiring: from a validated [`Config`] to running servers.
+//!
+//! Owns: start-up order (directories, first-start key material, host keys, users, the
+//! virtual filesystem, the event channel, the listeners) and the shutdown signal.
+//!
+//! Must never: contain protocol or policy logic — each piece lives in its module; this only
+//! connects them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, Role, UserConfig};
+use crate::events::{self, UploadReceiver};
+use crate::keys::{self, ClientKeyType};
+use crate::ssh::{self, auth::UserDb, defender::Defender, transfer::Transfers};
+use crate::vfs::Vfs;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error("cannot open the data directory: {0}")]
+    Vfs(std::io::Error),
+    #[error("cannot listen for ssh on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running difusor.
+pub struct Running {
+    pub ssh_addr: SocketAddr,
+    /// Upload-completed events; whoever runs the app consumes them (the ingest pipeline).
+    pub uploads: Option<UploadReceiver>,
+    pub ssh: Arc<ssh::Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops accepting and disconnects every session.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn mkdir(path: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(path).map_err(|source| StartError::Dir {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The private key file `keygen` writes for `user`.
+pub fn client_key_path(cfg: &Config, user: &str, kind: ClientKeyType) -> PathBuf {
+    let suffix = match kind {
+        ClientKeyType::Rsa => "rsa",
+        ClientKeyType::Ed25519 => "ed25519",
+    };
+    cfg.keys_dir.join(format!("{user}_id_{suffix}"))
+}
+
+/// The `sftp` command that logs `user` in with `key` on this server.
+pub fn sftp_command(cfg: &Config, user: &str, key: &Path) -> String {
+    let addr = cfg.ssh.listen;
+    let host = if addr.ip().is_unspecified() {
+        "<this-server's-address>".to_owned()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| key.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| key.to_path_buf());
+    format!(
+        "sftp -P {} -i {} {user}@{host}",
+        addr.port(),
+        shown.display()
+    )
+}
+
+/// Makes a client key pair for `user` and authorizes it. Used by `keygen` and first start.
+pub fn keygen(
+    cfg: &Config,
+    user: &UserConfig,
+    kind: ClientKeyType,
+    out: Option<&Path>,
+) -> Result<keys::GeneratedKey, StartError> {
+    let path = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| client_key_path(cfg, &user.name, kind));
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    let generated = keys::generate_client_key(kind, &path, &format!("{}@difusor", user.name))?;
+    keys::append_authorized_key(&user.authorized_keys, &generated.public_line)?;
+    Ok(generated)
+}
+
+/// On a first start with the default users, the institute's key pair does not exist yet:
+/// make it, so a newcomer can push a package at once.
+fn first_start_keys(cfg: &Config) -> Result<(), StartError> {
+    if !cfg.default_users {
+        return Ok(());
+    }
+    for user in cfg.users.iter().filter(|u| u.role == Role::Publisher) {
+        if user.authorized_keys.exists() {
+            continue;
+        }
+        let g = keygen(cfg, user, ClientKeyType::Rsa, None)?;
+        tracing::info!(
+            user = %user.name,
+            private_key = %g.private_path.display(),
+            fingerprint = %g.fingerprint,
+            "first start: made the publisher's key pair"
+        );
+        println!(
+            "\nFirst start: a key pair for the publisher {:?} is in {}.\nPush a package with:\n\n    {}\n    sftp> put 20240602_2015_PREP.zip\n",
+            user.name,
+            g.private_path.display(),
+            sftp_command(cfg, &user.name, &g.private_path)
+        );
+    }
+    Ok(())
+}
+
+/// Starts everything `cfg` describes.
+pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    mkdir(&cfg.data_dir)?;
+    mkdir(&cfg.keys_dir)?;
+    first_start_keys(cfg)?;
+
+    let host_keys = keys::load_or_generate_host_keys(&cfg.keys_dir)?;
+    for hk in &host_keys {
+        tracing::info!(
+            path = %hk.path.display(),
+            algorithm = %hk.key.algorithm(),
+            fingerprint = %keys::fingerprint(hk.key.public_key()),
+            generated = hk.generated,
+            "ssh host key"
+        );
+    }
+    let users = UserDb::load(&cfg.users)?;
+    let vfs = Arc::new(Vfs::open(&cfg.data_dir).map_err(StartError::Vfs)?);
+    let (tx, uploads) = events::upload_channel();
+    let shared = Arc::new(ssh::Shared {
+        cfg: cfg.ssh.clone(),
+        users,
+        defender: Defender::new(cfg.ssh.defender.clone()),
+        vfs,
+        transfers: Arc::new(Transfers::new(tx)),
+        verdict_timeout: Duration::from_secs(60),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let server = ssh::SshServer::start(
+        Arc::clone(&shared),
+        host_keys.into_iter().map(|h| h.key).collect(),
+        shutdown_rx,
+    )
+    .await
+    .map_err(|source| StartError::Listen {
+        addr: cfg.ssh.listen,
+        source,
+    })?;
+    Ok(Running {
+        ssh_addr: server.local_addr,
+        uploads: Some(uploads),
+        ssh: shared,
+        shutdown,
+    })
+}
