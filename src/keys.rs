@@ -9,11 +9,12 @@
 //! - the `from="…"` and `expiry-time="…"` restrictions of an authorized key;
 //! - generating client key pairs and appending their public line to an `authorized_keys` file.
 //!
-//! It must never: overwrite a key file it did not create in the same call, leave a half-written
-//! private key behind, skip a line it cannot parse (a skipped line is a key that silently does not
-//! work, or a restriction that silently does not apply), resolve DNS for `from=`, compare keys by
-//! anything but their key data, log or return private key material other than the host keys the
-//! caller asked for, or decide who may log in (the SSH layer does that with what is returned here).
+//! It must never: overwrite a key file it did not create in the same call; leave a half-written
+//! key under a key file's name (keys are written to a temporary name and linked into place); skip
+//! a line it cannot parse (a skipped line is a key that silently does not work, or a restriction
+//! that silently does not apply); resolve DNS for `from=`; compare keys by anything but their key
+//! data; log or return private key material other than the host keys the caller asked for; or
+//! decide who may log in (the SSH layer does that with what is returned here).
 
 #![cfg_attr(
     not(test),
@@ -286,8 +287,9 @@ impl AuthorizedKey {
         self.from.as_ref().is_none_or(|from| from.matches(addr))
     }
 
-    /// Whether the key's `expiry-time` has passed at `now`. The time in the file is read as UTC
-    /// (OpenSSH reads it as the server's local time unless it ends in `Z`; servers here run in UTC).
+    /// Whether the key's `expiry-time` has passed at `now`. The time in the file is read as UTC,
+    /// with or without a trailing `Z` (OpenSSH reads it as the server's local time unless it ends
+    /// in `Z`; one fixed reading does not change meaning with the server's time zone).
     pub fn is_expired(&self, now: SystemTime) -> bool {
         self.expiry.is_some_and(|expiry| now > expiry)
     }
@@ -563,31 +565,31 @@ fn parse_key_text(text: &str, source: &str) -> Result<LoadedKeys, KeyError> {
             KeyFileFormat::AuthorizedKeys,
         ),
         Detected::Rfc4716 => (parse_rfc4716(text, source)?, KeyFileFormat::Rfc4716),
-        Detected::Pem | Detected::Ppk => {
-            let blocks = match detect_format(text) {
-                Detected::Ppk => vec![parse_ppk(text, source)?],
-                _ => parse_pem_blocks(text, source)?,
-            };
-            let format = blocks
-                .first()
-                .map_or(KeyFileFormat::PrivateOpenSsh, |b| b.format);
-            let keys = blocks
-                .into_iter()
-                .map(|block| AuthorizedKey {
-                    key: block.key.public_key().clone(),
-                    from: None,
-                    expiry: None,
-                    source: format!("{source}:{}", block.line),
-                })
-                .collect();
-            (keys, format)
-        }
+        Detected::Pem => public_keys_of(parse_pem_blocks(text, source)?, source),
+        Detected::Ppk => public_keys_of(vec![parse_ppk(text, source)?], source),
     };
     Ok(LoadedKeys {
         keys,
         from_private_key: format.is_private(),
         format,
     })
+}
+
+/// The public halves of decoded private keys, and the format of the first (they agree in practice).
+fn public_keys_of(blocks: Vec<PrivateBlock>, source: &str) -> (Vec<AuthorizedKey>, KeyFileFormat) {
+    let format = blocks
+        .first()
+        .map_or(KeyFileFormat::PrivateOpenSsh, |b| b.format);
+    let keys = blocks
+        .into_iter()
+        .map(|block| AuthorizedKey {
+            key: block.key.public_key().clone(),
+            from: None,
+            expiry: None,
+            source: format!("{source}:{}", block.line),
+        })
+        .collect();
+    (keys, format)
 }
 
 enum Detected {
@@ -753,11 +755,14 @@ fn parse_public_key_fields(text: &str) -> Result<PublicKey, String> {
     Ok(key)
 }
 
+/// An authorized_keys option: lowercased name and, for `name="value"`, the unquoted value.
+type KeyOption = (String, Option<String>);
+
 /// Splits the leading options of an authorized_keys line (`name` or `name="value"`, comma
 /// separated, `\"` escaping a quote) from the rest. Names are lowercased (OpenSSH matches them
 /// case-insensitively). Values must be quoted, as OpenSSH requires: an unquoted
 /// `from=10.0.0.1,10.0.0.2` would otherwise be half-read.
-fn parse_options(line: &str) -> Result<(Vec<(String, Option<String>)>, &str), String> {
+fn parse_options(line: &str) -> Result<(Vec<KeyOption>, &str), String> {
     let mut options = Vec::new();
     let mut chars = line.char_indices().peekable();
     loop {
@@ -783,7 +788,7 @@ fn parse_options(line: &str) -> Result<(Vec<(String, Option<String>)>, &str), St
         }
         let value = if chars.peek().is_some_and(|&(_, c)| c == '=') {
             chars.next();
-            if !chars.next().is_some_and(|(_, c)| c == '"') {
+            if chars.next().is_none_or(|(_, c)| c != '"') {
                 return Err(format!(
                     "the value of option `{name}` must be in double quotes"
                 ));
@@ -1329,26 +1334,35 @@ pub fn append_authorized_key(path: &Path, public_line: &str) -> Result<bool, Key
     file.read_to_end(&mut bytes)
         .map_err(|e| io_error(path, e))?;
     let text = utf8_or_parse_error(bytes, path)?;
-    let loaded = parse_key_text(&text, &path.display().to_string());
-    match loaded {
-        Ok(loaded) if loaded.format == KeyFileFormat::AuthorizedKeys => {
-            if loaded.keys.iter().any(|k| k.matches(&new_key)) {
-                return Ok(false);
-            }
+    let text_without_bom = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Decided before parsing: the file's own key (private or RFC 4716) must not be decoded, let
+    // alone passphrase-checked, just to learn that it cannot take a line.
+    let not_appendable = match detect_format(text_without_bom) {
+        Detected::AuthorizedKeys => None,
+        Detected::Rfc4716 => Some("it holds an RFC 4716 public key".to_string()),
+        Detected::Ppk => Some("it holds a PuTTY private key".to_string()),
+        Detected::Pem => {
+            let first = text_without_bom
+                .lines()
+                .nth(first_significant_line(text_without_bom) - 1)
+                .unwrap_or("")
+                .trim();
+            Some(if first.contains("PRIVATE KEY") {
+                format!("it holds a private key (`{first}`)")
+            } else {
+                format!("it holds a PEM block (`{first}`)")
+            })
         }
-        Ok(loaded) => {
-            return Err(KeyError::NotAppendable {
-                path: path.to_path_buf(),
-                reason: format!("it holds a {}, not authorized_keys lines", loaded.format),
-            });
-        }
-        Err(KeyError::Encrypted { .. }) => {
-            return Err(KeyError::NotAppendable {
-                path: path.to_path_buf(),
-                reason: "it holds an encrypted private key, not authorized_keys lines".to_string(),
-            });
-        }
-        Err(e) => return Err(e),
+    };
+    if let Some(reason) = not_appendable {
+        return Err(KeyError::NotAppendable {
+            path: path.to_path_buf(),
+            reason: format!("{reason}, not authorized_keys lines"),
+        });
+    }
+    let existing = parse_authorized_lines(text_without_bom, &path.display().to_string())?;
+    if existing.iter().any(|k| k.matches(&new_key)) {
+        return Ok(false);
     }
     let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let mut out = String::with_capacity(line.len() + 4);

@@ -315,6 +315,14 @@ impl Vfs {
         })
     }
 
+    /// Where a virtual path inside a directory mount is on disk (for events and logs; clients
+    /// never get to use it).
+    pub fn disk_path(&self, p: &VPath) -> Option<PathBuf> {
+        let (mount, rest) = p.components().split_first()?;
+        let root = self.mount_disk_path(mount)?;
+        Some(rest.iter().fold(root.to_path_buf(), |acc, c| acc.join(c)))
+    }
+
     fn locate<'a>(&'a self, role: Role, p: &VPath) -> VfsResult<Location<'a>> {
         let parts = p.components();
         let Some((first, rest)) = parts.split_first() else {

@@ -197,10 +197,10 @@ impl Upload {
     /// atomically.
     pub fn commit(mut self) -> VfsResult<UploadRecord> {
         let size = self.file.metadata()?.len();
-        if let Ok(m) = self.dir.symlink_metadata(&self.final_rel) {
-            if m.is_dir() {
-                return Err(VfsError::WrongType("a directory now has the file's name"));
-            }
+        if let Ok(m) = self.dir.symlink_metadata(&self.final_rel)
+            && m.is_dir()
+        {
+            return Err(VfsError::WrongType("a directory now has the file's name"));
         }
         self.dir
             .rename(&self.staging_rel, &self.dir, &self.final_rel)
@@ -219,10 +219,10 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(e) = self.dir.remove_file(&self.staging_rel) {
-                tracing::warn!(error = %e, path = %self.vpath, "could not remove an aborted upload's staging file");
-            }
+        if !self.committed
+            && let Err(e) = self.dir.remove_file(&self.staging_rel)
+        {
+            tracing::warn!(error = %e, path = %self.vpath, "could not remove an aborted upload's staging file");
         }
     }
 }

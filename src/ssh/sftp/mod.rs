@@ -158,6 +158,8 @@ async fn write_loop(tx: russh::ChannelWriteHalf<Msg>, mut out: mpsc::UnboundedRe
             }
         }
     }
+    // Like sshd when sftp-server exits: clients such as scp (SFTP mode) check it.
+    let _ = tx.exit_status(0).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
 }

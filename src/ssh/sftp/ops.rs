@@ -607,30 +607,20 @@ impl Worker {
             .rename(role, &pf, &pt, overwrite)
             .map_err(|e| self.fail("rename", from, e))?;
         tracing::info!(user = %self.ctx.who.user, from = %pf, to = %pt, "renamed");
-        let disk = |p: &VPath| {
-            let comps = p.components();
-            let mount = comps.first().map(String::as_str).unwrap_or("");
-            self.ctx.vfs.mount_disk_path(mount).map(|root| {
-                comps
-                    .iter()
-                    .skip(1)
-                    .fold(root.to_path_buf(), |acc, c| acc.join(c))
-            })
-        };
-        if let (Some(df), Some(dt)) = (disk(&pf), disk(&pt)) {
-            if let Some(verdict) = self
+        let vfs = &self.ctx.vfs;
+        if let (Some(df), Some(dt)) = (vfs.disk_path(&pf), vfs.disk_path(&pt))
+            && let Some(verdict) = self
                 .ctx
                 .transfers
                 .renamed(&self.ctx.who, (&pf, df), (&pt, dt))
-            {
-                let _ = self.out.send(Outgoing::AwaitVerdict {
-                    id,
-                    verdict,
-                    timeout: self.ctx.verdict_timeout,
-                    path: pt.to_string(),
-                });
-                return Ok(Bytes::new());
-            }
+        {
+            let _ = self.out.send(Outgoing::AwaitVerdict {
+                id,
+                verdict,
+                timeout: self.ctx.verdict_timeout,
+                path: pt.to_string(),
+            });
+            return Ok(Bytes::new());
         }
         ok(id)
     }

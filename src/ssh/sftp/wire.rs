@@ -147,11 +147,12 @@ pub fn data_with<E>(
     }
     let n = n.min(max_len);
     b.truncate(HEAD + n);
-    let mut head = &mut b[..HEAD];
-    head.put_u32((1 + 4 + 4 + n) as u32);
-    head.put_u8(SSH_FXP_DATA);
-    head.put_u32(id);
-    head.put_u32(n as u32);
+    if let Some(mut head) = b.get_mut(..HEAD) {
+        head.put_u32((1 + 4 + 4 + n) as u32);
+        head.put_u8(SSH_FXP_DATA);
+        head.put_u32(id);
+        head.put_u32(n as u32);
+    }
     Ok(Some(b.freeze()))
 }
 
