@@ -780,3 +780,81 @@ async fn keys_changed_on_disk_take_effect_without_restart() {
     assert_ok(&sftp(srv.addr, PUBLISHER, &second.private, "pwd\n", &[]).await);
     assert_ok(&sftp(srv.addr, PUBLISHER, &key.private, "pwd\n", &[]).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_dropped_after_the_login_grace_time() {
+    let mut key = None;
+    let srv = start_server_with(
+        &[User {
+            name: PUBLISHER,
+            role: "publisher",
+            keys: "keys/institute.pub",
+        }],
+        "[ssh]\nlisten = \"127.0.0.1:0\"\nlogin_grace_secs = 1\n",
+        |dir| {
+            key = Some(ssh_keygen(
+                &dir.join("keys"),
+                "institute",
+                &["-t", "ed25519"],
+            ))
+        },
+    )
+    .await;
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    // Read the server's banner and whatever follows until it hangs up on us.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("a silent client was not disconnected"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Real clients are unaffected.
+    assert_ok(&sftp(srv.addr, PUBLISHER, &key.unwrap().private, "pwd\n", &[]).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() {
+    let mut key = None;
+    let srv = start_server_with(
+        &[User {
+            name: PUBLISHER,
+            role: "publisher",
+            keys: "keys/institute.pub",
+        }],
+        "[ssh]\nlisten = \"127.0.0.1:0\"\nmax_connections = 10\nmax_connections_per_address = 2\n",
+        |dir| {
+            key = Some(ssh_keygen(
+                &dir.join("keys"),
+                "institute",
+                &["-t", "ed25519"],
+            ))
+        },
+    )
+    .await;
+    let key = key.unwrap();
+    use tokio::io::AsyncReadExt;
+    let a = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The third is closed at once, without even a banner.
+    let mut c = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "third connection should be refused");
+    assert_fails(&sftp(srv.addr, PUBLISHER, &key.private, "pwd\n", &[]).await);
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_ok(&sftp(srv.addr, PUBLISHER, &key.private, "pwd\n", &[]).await);
+}
