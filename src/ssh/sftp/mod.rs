@@ -30,7 +30,52 @@ use ops::{Outgoing, Worker};
 
 /// Cap on request bytes queued for the worker. OpenSSH keeps at most 64 × 256 KiB in flight
 /// (16 MiB); a client far beyond that is not following flow control and is cut off.
-const MAX_QUEUED_BYTES: usize = 64 << 20;
+const MAX_QUEUED_BYTES: usize = 32 << 20;
+
+/// Cap on reply bytes produced but not yet sent. A client that pipelines thousands of reads
+/// but does not read the answers makes the worker wait here instead of filling memory.
+const MAX_UNSENT_REPLY_BYTES: usize = 16 << 20;
+
+/// Reply bytes in flight between the worker and the writer. The worker blocks (it is a plain
+/// thread) when over the cap; the writer releases after sending and closes it when it stops,
+/// so the worker can never wait on a writer that is gone.
+pub struct ReplyBudget {
+    used: std::sync::Mutex<(usize, bool)>,
+    freed: std::sync::Condvar,
+    cap: usize,
+}
+
+impl ReplyBudget {
+    pub fn new(cap: usize) -> ReplyBudget {
+        ReplyBudget {
+            used: std::sync::Mutex::new((0, false)),
+            freed: std::sync::Condvar::new(),
+            cap,
+        }
+    }
+
+    /// Waits until `n` more bytes fit (one reply always fits when nothing is in flight).
+    pub fn reserve(&self, n: usize) {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while !g.1 && g.0 > 0 && g.0 + n > self.cap {
+            g = self.freed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.0 += n;
+    }
+
+    pub fn release(&self, n: usize) {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = g.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The writer is gone: never block again.
+    pub fn close(&self) {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 = true;
+        self.freed.notify_all();
+    }
+}
 
 /// Replies smaller than this are copied together into one SSH data message.
 const COALESCE_BELOW: usize = 8 << 10;
@@ -43,7 +88,8 @@ pub async fn serve(channel: Channel<Msg>, ctx: SessionCtx) {
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Outgoing>();
     let queued = Arc::new(AtomicUsize::new(0));
 
-    let worker = Worker::new(ctx, out_tx, Arc::clone(&queued));
+    let budget = Arc::new(ReplyBudget::new(MAX_UNSENT_REPLY_BYTES));
+    let worker = Worker::new(ctx, out_tx, Arc::clone(&queued), Arc::clone(&budget));
     let worker_thread = std::thread::Builder::new()
         .name(format!("sftp-{user}"))
         .spawn(move || worker.run(frames_rx));
@@ -55,7 +101,7 @@ pub async fn serve(channel: Channel<Msg>, ctx: SessionCtx) {
             return;
         }
     };
-    let writer = tokio::spawn(write_loop(tx, out_rx));
+    let writer = tokio::spawn(write_loop(tx, out_rx, budget));
 
     let mut buf = BytesMut::with_capacity(512 << 10);
     'read: while let Some(msg) = rx.wait().await {
@@ -97,7 +143,25 @@ pub async fn serve(channel: Channel<Msg>, ctx: SessionCtx) {
     }
 }
 
-async fn write_loop(tx: russh::ChannelWriteHalf<Msg>, mut out: mpsc::UnboundedReceiver<Outgoing>) {
+async fn write_loop(
+    tx: russh::ChannelWriteHalf<Msg>,
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    budget: Arc<ReplyBudget>,
+) {
+    write_replies(&tx, &mut out, &budget).await;
+    budget.close();
+    // Like sshd when sftp-server exits: clients such as scp (SFTP mode) check it.
+    let _ = tx.exit_status(0).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+/// Sends replies until the worker hangs up (and no verdict is pending) or the channel dies.
+async fn write_replies(
+    tx: &russh::ChannelWriteHalf<Msg>,
+    out: &mut mpsc::UnboundedReceiver<Outgoing>,
+    budget: &ReplyBudget,
+) {
     let mut waiting: JoinSet<Bytes> = JoinSet::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -152,16 +216,15 @@ async fn write_loop(tx: russh::ChannelWriteHalf<Msg>, mut out: mpsc::UnboundedRe
             pending_big = Some(first);
         }
         for chunk in batch.map(BytesMut::freeze).into_iter().chain(pending_big) {
-            if tx.data_bytes(chunk).await.is_err() {
+            let n = chunk.len();
+            let sent = tx.data_bytes(chunk).await;
+            budget.release(n);
+            if sent.is_err() {
                 // The channel is gone: nobody left to answer.
                 return;
             }
         }
     }
-    // Like sshd when sftp-server exits: clients such as scp (SFTP mode) check it.
-    let _ = tx.exit_status(0).await;
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
 }
 
 /// Answers an upload's CLOSE with the pipeline's verdict, or OK after `timeout` (the result

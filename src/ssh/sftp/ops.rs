@@ -86,6 +86,8 @@ pub struct Worker {
     out: mpsc::UnboundedSender<Outgoing>,
     /// Bytes of requests queued but not yet executed; the reader stops the session past a cap.
     queued: Arc<AtomicUsize>,
+    /// Reply bytes not yet sent; `send` waits when a client does not read its answers.
+    budget: Arc<super::ReplyBudget>,
 }
 
 fn to_file_attrs(a: &Attrs) -> FileAttributes {
@@ -166,6 +168,7 @@ impl Worker {
         ctx: SessionCtx,
         out: mpsc::UnboundedSender<Outgoing>,
         queued: Arc<AtomicUsize>,
+        budget: Arc<super::ReplyBudget>,
     ) -> Worker {
         Worker {
             home: ctx.vfs.home(ctx.who.role),
@@ -174,6 +177,7 @@ impl Worker {
             next_handle: 1,
             out,
             queued,
+            budget,
         }
     }
 
@@ -205,6 +209,7 @@ impl Worker {
     }
 
     fn send(&self, b: Bytes) {
+        self.budget.reserve(b.len());
         // The writer only goes away when the channel is gone; nothing left to tell anyone then.
         let _ = self.out.send(Outgoing::Packet(b));
     }
