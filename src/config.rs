@@ -65,7 +65,61 @@ pub struct RawConfig {
     pub keys_dir: Option<PathBuf>,
     #[serde(default)]
     pub ssh: RawSsh,
+    #[serde(default)]
+    pub ingest: RawIngest,
     pub users: Option<Vec<RawUser>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    pub mode: Option<PublishMode>,
+    pub require_checksum: Option<bool>,
+    pub close_timeout_secs: Option<u64>,
+    pub allow_links: Option<bool>,
+    pub max_total_bytes: Option<u64>,
+    pub max_entries: Option<u64>,
+    pub max_ratio: Option<u64>,
+    pub name_utc_offset: Option<String>,
+    pub keep_cuts: Option<u64>,
+}
+
+/// How a package becomes a cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// The new cut starts as the previous one (hard links) and the package overwrites it.
+    Increment,
+    /// Each package is the whole site.
+    Replace,
+}
+
+impl PublishMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishMode::Increment => "increment",
+            PublishMode::Replace => "replace",
+        }
+    }
+}
+
+/// What the ingest pipeline does with each package.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub mode: PublishMode,
+    /// Refuse packages that arrive without a `<package>.sha256` sidecar.
+    pub require_checksum: bool,
+    /// How long the uploader's `close` waits for the verdict before answering OK anyway.
+    pub close_timeout: Duration,
+    /// Allow symbolic links that stay inside the cut.
+    pub allow_links: bool,
+    pub max_total_bytes: u64,
+    pub max_entries: u64,
+    pub max_ratio: u64,
+    /// The institute's UTC offset, for cut times in package names (local time).
+    pub name_utc_offset: time::UtcOffset,
+    /// Extracted cuts to keep besides the live one (0 = keep all). Packages are never pruned.
+    pub keep_cuts: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +167,7 @@ pub struct Config {
     /// Host keys and generated client keys.
     pub keys_dir: PathBuf,
     pub ssh: SshConfig,
+    pub ingest: IngestConfig,
     pub users: Vec<UserConfig>,
     /// True when `users` came from the defaults, not the file: the first start then makes the
     /// default publisher's key pair so a newcomer can push right away.
@@ -305,6 +360,30 @@ impl RawConfig {
             ));
         }
 
+        let g = &self.ingest;
+        let offset_text = g.name_utc_offset.as_deref().unwrap_or("-06:00");
+        let name_utc_offset = time::UtcOffset::parse(
+            offset_text,
+            time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]"),
+        )
+        .map_err(|_| {
+            invalid(
+                "ingest.name_utc_offset",
+                format!("{offset_text:?} is not an offset such as \"-06:00\""),
+            )
+        })?;
+        let ingest = IngestConfig {
+            mode: g.mode.unwrap_or(PublishMode::Increment),
+            require_checksum: g.require_checksum.unwrap_or(false),
+            close_timeout: secs("ingest.close_timeout_secs", g.close_timeout_secs, 60, 1, 3600)?,
+            allow_links: g.allow_links.unwrap_or(false),
+            max_total_bytes: count("ingest.max_total_bytes", g.max_total_bytes, 4 << 30, 1 << 20, 1 << 40)?,
+            max_entries: count("ingest.max_entries", g.max_entries, 200_000, 1, 10_000_000)?,
+            max_ratio: count("ingest.max_ratio", g.max_ratio, 200, 2, 100_000)?,
+            name_utc_offset,
+            keep_cuts: count("ingest.keep_cuts", g.keep_cuts, 0, 0, 1_000_000)?,
+        };
+
         let default_users = self.users.is_none();
         let raw_users = self.users.unwrap_or_else(|| {
             vec![RawUser {
@@ -350,6 +429,7 @@ impl RawConfig {
             data_dir,
             keys_dir,
             ssh,
+            ingest,
             users,
             default_users,
         })
@@ -431,6 +511,8 @@ mod tests {
                 "users[1].name",
             ),
             ("users = []", "users"),
+            ("[ingest]\nname_utc_offset = \"CST\"", "ingest.name_utc_offset"),
+            ("[ingest]\nmax_ratio = 1", "ingest.max_ratio"),
         ];
         for (text, key) in cases {
             let m = parse(text).unwrap_err().to_string();

@@ -5,6 +5,8 @@
 //! [`Verdict`] a consumer (the ingest pipeline) may send back so the uploader's `close` can
 //! report a rejection.
 //!
+//! Also [`CutPublished`]: a cut went live (the HTTPS snapshot, CDN purge and mirrors follow it).
+//!
 //! Must never: block the sender. The channel is unbounded on purpose: events are a few per
 //! quarter hour, and an SFTP worker thread must never wait on the pipeline to free a slot.
 
@@ -69,4 +71,14 @@ pub type UploadReceiver = mpsc::UnboundedReceiver<UploadCompleted>;
 
 pub fn upload_channel() -> (UploadSender, UploadReceiver) {
     mpsc::unbounded_channel()
+}
+
+/// A cut went live: `cut_dir` is complete, immutable, and `data/live` points at it.
+#[derive(Debug, Clone)]
+pub struct CutPublished {
+    pub cut_id: String,
+    pub cut_dir: PathBuf,
+    pub manifest: crate::store::Manifest,
+    /// Packages in history now (including this one).
+    pub packages_in_history: usize,
 }

@@ -6,6 +6,7 @@
 //! filesystem clients see), `events` (in-process events between capabilities), `app` (wiring
 //! them into a running server).
 pub mod app;
+pub mod store;
 pub mod config;
 pub mod events;
 pub mod keys;

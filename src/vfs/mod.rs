@@ -183,8 +183,14 @@ pub type Generator = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// What a mount is backed by.
 pub enum MountKind {
-    /// A real directory, reached only through its capability handle.
-    Dir { dir: Dir, disk_path: PathBuf },
+    /// A real directory, reached only through its capability handle. `prefix` (relative,
+    /// possibly empty) selects a subpath of it — e.g. the `live` symlink inside the data
+    /// directory, resolved anew on every operation so `/live` follows each swap.
+    Dir {
+        dir: Dir,
+        disk_path: PathBuf,
+        prefix: PathBuf,
+    },
     /// A generated file, rendered on each open.
     File(Generator),
 }
@@ -282,6 +288,7 @@ impl Vfs {
             kind: MountKind::Dir {
                 dir,
                 disk_path: incoming,
+                prefix: PathBuf::new(),
             },
             access: Access {
                 publisher_sees: true,
@@ -290,6 +297,39 @@ impl Vfs {
             },
         });
         Ok(vfs)
+    }
+
+    /// Adds a read-only view for operators (and, if `publisher_sees`, publishers) of the
+    /// directory `disk_dir`, optionally narrowed to `prefix` inside it.
+    pub fn add_read_only(&mut self, name: &str, disk_dir: &Path, prefix: &str, publisher_sees: bool) -> io::Result<()> {
+        let dir = Dir::open_ambient_dir(disk_dir, ambient_authority())?;
+        self.add_mount(Mount {
+            name: name.to_owned(),
+            kind: MountKind::Dir {
+                dir,
+                disk_path: disk_dir.join(prefix),
+                prefix: PathBuf::from(prefix),
+            },
+            access: Access {
+                publisher_sees,
+                operator_sees: true,
+                publisher_writes: false,
+            },
+        });
+        Ok(())
+    }
+
+    /// Adds a generated read-only file at the root (e.g. `/status.json`).
+    pub fn add_generated(&mut self, name: &str, publisher_sees: bool, generator: Generator) {
+        self.add_mount(Mount {
+            name: name.to_owned(),
+            kind: MountKind::File(generator),
+            access: Access {
+                publisher_sees,
+                operator_sees: true,
+                publisher_writes: false,
+            },
+        });
     }
 
     /// Adds (or replaces) a mount in the virtual root.
@@ -333,11 +373,14 @@ impl Vfs {
             .iter()
             .find(|m| &m.name == first && m.access.sees(role))
             .ok_or(VfsError::NotFound)?;
-        if rest.is_empty() {
-            return Ok(Location::MountRoot(mount));
-        }
         match &mount.kind {
-            MountKind::Dir { dir, .. } => Ok(Location::Inside(mount, dir, rest.iter().collect())),
+            MountKind::Dir { prefix, .. } if rest.is_empty() && prefix.as_os_str().is_empty() => {
+                Ok(Location::MountRoot(mount))
+            }
+            MountKind::Dir { dir, prefix, .. } => {
+                Ok(Location::Inside(mount, dir, prefix.join(rest.iter().collect::<PathBuf>())))
+            }
+            MountKind::File(_) if rest.is_empty() => Ok(Location::MountRoot(mount)),
             MountKind::File(_) => Err(VfsError::WrongType("not a directory")),
         }
     }
@@ -442,11 +485,13 @@ impl Vfs {
         opts: upload::UploadOptions,
     ) -> VfsResult<Upload> {
         let (m, dir, rel) = self.locate_writable(role, p)?;
-        let MountKind::Dir { disk_path, .. } = &m.kind else {
+        let MountKind::Dir { disk_path, prefix, .. } = &m.kind else {
             return Err(VfsError::Denied("not a folder"));
         };
         let mount_dir = dir.try_clone().map_err(VfsError::from_io)?;
-        Upload::begin(mount_dir, disk_path, rel, p.clone(), mode, opts)
+        // `rel` already includes the prefix; the disk root is the mount directory itself.
+        let root = disk_path.ancestors().nth(prefix.components().count()).unwrap_or(disk_path);
+        Upload::begin(mount_dir, root, rel, p.clone(), mode, opts)
     }
 
     pub fn mkdir(&self, role: Role, p: &VPath, mode: Option<u32>) -> VfsResult<()> {

@@ -162,7 +162,7 @@ async fn write_replies(
     out: &mut mpsc::UnboundedReceiver<Outgoing>,
     budget: &ReplyBudget,
 ) {
-    let mut waiting: JoinSet<Bytes> = JoinSet::new();
+    let mut waiting: JoinSet<(Bytes, Option<String>)> = JoinSet::new();
     let mut open = true;
     while open || !waiting.is_empty() {
         let first = tokio::select! {
@@ -171,7 +171,14 @@ async fn write_replies(
                 None => { open = false; continue; }
             },
             Some(done) = waiting.join_next(), if !waiting.is_empty() => match done {
-                Ok(b) => Outgoing::Packet(b),
+                Ok((b, stderr)) => {
+                    // OpenSSH's sftp shows only the status code ("Failure"), not our message;
+                    // the subsystem's stderr reaches the user's terminal, so say it there too.
+                    if let Some(msg) = stderr {
+                        let _ = tx.extended_data_bytes(1, Bytes::from(format!("difusor: {msg}\n"))).await;
+                    }
+                    Outgoing::Packet(b)
+                }
                 Err(e) => { tracing::error!(error = %e, "verdict wait failed"); continue; }
             },
         };
@@ -234,15 +241,18 @@ async fn await_verdict(
     verdict: tokio::sync::oneshot::Receiver<Verdict>,
     timeout: std::time::Duration,
     path: String,
-) -> Bytes {
+) -> (Bytes, Option<String>) {
     match tokio::time::timeout(timeout, verdict).await {
-        Ok(Ok(Verdict::Accepted(msg))) => wire::status(id, StatusCode::Ok, &msg),
-        Ok(Ok(Verdict::Rejected(reason))) => wire::status(id, StatusCode::Failure, &reason),
+        Ok(Ok(Verdict::Accepted(msg))) => (wire::status(id, StatusCode::Ok, &msg), None),
+        Ok(Ok(Verdict::Rejected(reason))) => {
+            let shown = format!("{path}: {reason}");
+            (wire::status(id, StatusCode::Failure, &reason), Some(shown))
+        }
         // The consumer did not want to answer: the upload itself succeeded.
-        Ok(Err(_)) => wire::status(id, StatusCode::Ok, "Success"),
+        Ok(Err(_)) => (wire::status(id, StatusCode::Ok, "Success"), None),
         Err(_) => {
             tracing::warn!(%path, timeout_secs = timeout.as_secs(), "verification still running; answering the upload's close with OK");
-            wire::status(id, StatusCode::Ok, "received; verification continues")
+            (wire::status(id, StatusCode::Ok, "received; verification continues"), None)
         }
     }
 }
