@@ -9,14 +9,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::{Config, Role, UserConfig};
 use crate::events::{self, UploadReceiver};
+use crate::ingest::Pipeline;
 use crate::keys::{self, ClientKeyType};
 use crate::ssh::{self, auth::UserDb, defender::Defender, transfer::Transfers};
+use crate::store::{Incident, Severity, Store};
 use crate::vfs::Vfs;
 
 /// Why the server could not start.
@@ -31,6 +32,8 @@ pub enum StartError {
     Keys(#[from] keys::KeyError),
     #[error("cannot open the data directory: {0}")]
     Vfs(std::io::Error),
+    #[error("cannot recover the data directory after a crash: {0}")]
+    Recover(std::io::Error),
     #[error("cannot listen for ssh on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -44,10 +47,19 @@ pub struct Running {
     /// Upload-completed events; whoever runs the app consumes them (the ingest pipeline).
     pub uploads: Option<UploadReceiver>,
     pub ssh: Arc<ssh::Shared>,
+    pub pipeline: Arc<Pipeline>,
     shutdown: watch::Sender<bool>,
 }
 
 impl Running {
+    /// Hands the upload events to the ingest pipeline (packages left in incoming by a
+    /// previous run are processed first). Without this, events stay in `uploads`.
+    pub fn start_ingest(&mut self) {
+        if let Some(rx) = self.uploads.take() {
+            tokio::spawn(Arc::clone(&self.pipeline).run(rx));
+        }
+    }
+
     /// Stops accepting and disconnects every session.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -153,7 +165,43 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         );
     }
     let users = UserDb::load(&cfg.users)?;
-    let vfs = Arc::new(Vfs::open(&cfg.data_dir).map_err(StartError::Vfs)?);
+    let store = Store::open(&cfg.data_dir).map_err(StartError::Vfs)?;
+    let recovery = store.recover().map_err(StartError::Recover)?;
+    if !recovery.removed_tmp.is_empty() || !recovery.completed.is_empty() {
+        let reason = format!(
+            "restart after an interruption: removed {} unfinished build(s); completed publication of {:?}",
+            recovery.removed_tmp.len(),
+            recovery.completed
+        );
+        tracing::warn!(%reason, "crash recovery");
+        let _ = store.record_incident(&Incident {
+            time: time::OffsetDateTime::now_utc(),
+            severity: Severity::Warning,
+            kind: "crash-recovery".to_owned(),
+            package: None,
+            uploader: None,
+            reason,
+        });
+    }
+    let mut vfs = Vfs::open(&cfg.data_dir).map_err(StartError::Vfs)?;
+    // Operators inspect cuts with a plain `sftp` listing; the publisher sees the status too.
+    vfs.add_read_only("history", &store.history_dir(), "", false)
+        .and_then(|_| vfs.add_read_only("quarantine", &store.quarantine_dir(), "", false))
+        .and_then(|_| vfs.add_read_only("live", store.root(), "live", false))
+        .map_err(StartError::Vfs)?;
+    let status_store = store.clone();
+    vfs.add_generated(
+        "status.json",
+        true,
+        Arc::new(move || {
+            let mut v = serde_json::to_vec_pretty(&crate::store::status::status(&status_store))
+                .unwrap_or_default();
+            v.push(b'\n');
+            v
+        }),
+    );
+    let vfs = Arc::new(vfs);
+    let pipeline = Arc::new(Pipeline::new(store, cfg.ingest.clone()));
     let (tx, uploads) = events::upload_channel();
     let shared = Arc::new(ssh::Shared {
         cfg: cfg.ssh.clone(),
@@ -161,7 +209,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         defender: Defender::new(cfg.ssh.defender.clone()),
         vfs,
         transfers: Arc::new(Transfers::new(tx)),
-        verdict_timeout: Duration::from_secs(60),
+        verdict_timeout: cfg.ingest.close_timeout,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let server = ssh::SshServer::start(
@@ -178,6 +226,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         ssh_addr: server.local_addr,
         uploads: Some(uploads),
         ssh: shared,
+        pipeline,
         shutdown,
     })
 }

@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub ssh: RawSsh,
     #[serde(default)]
     pub ingest: RawIngest,
+    #[serde(default)]
+    pub web: crate::web::config::RawWeb,
     pub users: Option<Vec<RawUser>>,
 }
 
@@ -168,6 +170,7 @@ pub struct Config {
     pub keys_dir: PathBuf,
     pub ssh: SshConfig,
     pub ingest: IngestConfig,
+    pub web: crate::web::config::WebConfig,
     pub users: Vec<UserConfig>,
     /// True when `users` came from the defaults, not the file: the first start then makes the
     /// default publisher's key pair so a newcomer can push right away.
@@ -375,14 +378,28 @@ impl RawConfig {
         let ingest = IngestConfig {
             mode: g.mode.unwrap_or(PublishMode::Increment),
             require_checksum: g.require_checksum.unwrap_or(false),
-            close_timeout: secs("ingest.close_timeout_secs", g.close_timeout_secs, 60, 1, 3600)?,
+            close_timeout: secs(
+                "ingest.close_timeout_secs",
+                g.close_timeout_secs,
+                60,
+                1,
+                3600,
+            )?,
             allow_links: g.allow_links.unwrap_or(false),
-            max_total_bytes: count("ingest.max_total_bytes", g.max_total_bytes, 4 << 30, 1 << 20, 1 << 40)?,
+            max_total_bytes: count(
+                "ingest.max_total_bytes",
+                g.max_total_bytes,
+                4 << 30,
+                1 << 20,
+                1 << 40,
+            )?,
             max_entries: count("ingest.max_entries", g.max_entries, 200_000, 1, 10_000_000)?,
             max_ratio: count("ingest.max_ratio", g.max_ratio, 200, 2, 100_000)?,
             name_utc_offset,
             keep_cuts: count("ingest.keep_cuts", g.keep_cuts, 0, 0, 1_000_000)?,
         };
+
+        let web = crate::web::config::WebConfig::from_raw(self.web, base_dir)?;
 
         let default_users = self.users.is_none();
         let raw_users = self.users.unwrap_or_else(|| {
@@ -430,6 +447,7 @@ impl RawConfig {
             keys_dir,
             ssh,
             ingest,
+            web,
             users,
             default_users,
         })
@@ -511,7 +529,10 @@ mod tests {
                 "users[1].name",
             ),
             ("users = []", "users"),
-            ("[ingest]\nname_utc_offset = \"CST\"", "ingest.name_utc_offset"),
+            (
+                "[ingest]\nname_utc_offset = \"CST\"",
+                "ingest.name_utc_offset",
+            ),
             ("[ingest]\nmax_ratio = 1", "ingest.max_ratio"),
         ];
         for (text, key) in cases {

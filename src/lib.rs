@@ -6,10 +6,13 @@
 //! filesystem clients see), `events` (in-process events between capabilities), `app` (wiring
 //! them into a running server).
 pub mod app;
-pub mod store;
 pub mod config;
 pub mod events;
+pub mod ingest;
 pub mod keys;
 pub mod listener;
+pub mod publish;
 pub mod ssh;
+pub mod store;
 pub mod vfs;
+pub mod web;

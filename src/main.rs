@@ -30,6 +30,14 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Check a package offline with the same checks as the pipeline; print what would be
+    /// published or why it is refused. Exit status 0 (would publish) or 1 (refused).
+    Verify {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The package file (.zip, .tar.gz, .tgz); a `<package>.sha256` beside it is checked.
+        package: PathBuf,
+    },
     /// Make a client key pair for a configured user and authorize it.
     Keygen {
         #[arg(long, short)]
@@ -72,28 +80,12 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         None => tracing::info!("no --config: running on the embedded defaults"),
     }
     let mut running = difusor::app::start(&cfg).await?;
-    // Until the ingest pipeline consumes them, completed uploads are logged here.
-    let mut rx = running
-        .uploads
-        .take()
-        .context("upload events already taken")?;
-    let uploads = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            tracing::info!(
-                user = %ev.user,
-                path = %ev.vpath,
-                size = ev.size,
-                mb_per_s = ev.bytes_per_sec() / 1e6,
-                "upload completed"
-            );
-        }
-    });
+    running.start_ingest();
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;
     tracing::info!("shutting down");
     running.shutdown();
-    uploads.abort();
     Ok(())
 }
 
@@ -129,6 +121,20 @@ fn keygen(
     Ok(())
 }
 
+fn verify(config: Option<PathBuf>, package: &Path) -> anyhow::Result<()> {
+    let cfg = load_config(config.as_deref())?;
+    match difusor::ingest::verify_offline(&cfg.ingest, package) {
+        Ok(report) => {
+            println!("{report}");
+            Ok(())
+        }
+        Err(reason) => {
+            println!("REFUSED: {reason}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -141,6 +147,7 @@ async fn main() -> std::process::ExitCode {
             kind,
             out,
         } => keygen(config, &user, &kind, out),
+        Command::Verify { config, package } => verify(config, &package),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

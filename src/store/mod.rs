@@ -36,7 +36,10 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}", std::process::id()));
     {
         let mut f = fs::File::create(&tmp)?;
@@ -49,7 +52,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Appends one line to a JSON-lines file and fsyncs it (incidents, journal).
 fn append_line(path: &Path, line: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     f.write_all(line.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_data()
@@ -67,8 +73,16 @@ pub struct Recovery {
 impl Store {
     /// Opens (creating what is missing) the data directory.
     pub fn open(root: &Path) -> io::Result<Store> {
-        let s = Store { root: root.to_owned() };
-        for d in [s.incoming_dir(), s.history_dir(), s.cuts_dir(), s.quarantine_dir(), s.state_dir()] {
+        let s = Store {
+            root: root.to_owned(),
+        };
+        for d in [
+            s.incoming_dir(),
+            s.history_dir(),
+            s.cuts_dir(),
+            s.quarantine_dir(),
+            s.state_dir(),
+        ] {
             fs::create_dir_all(d)?;
         }
         Ok(s)
@@ -125,7 +139,9 @@ impl Store {
     /// Fills `dest` with hard links to every file of the live cut (the start of an increment).
     /// Returns how many files were linked.
     pub fn seed_from_live(&self, dest: &Path) -> io::Result<u64> {
-        let Some(live) = self.live() else { return Ok(0) };
+        let Some(live) = self.live() else {
+            return Ok(0);
+        };
         link_tree(&self.cut_dir(&live), dest)
     }
 
@@ -136,7 +152,9 @@ impl Store {
         let dest = self.cut_dir(cut_id);
         if dest.exists() {
             if self.live().as_deref() == Some(cut_id) {
-                return Err(io::Error::other(format!("cut {cut_id} is live and cannot be replaced")));
+                return Err(io::Error::other(format!(
+                    "cut {cut_id} is live and cannot be replaced"
+                )));
             }
             fs::remove_dir_all(&dest)?;
         }
@@ -170,7 +188,11 @@ impl Store {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+            })
             .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
             .collect();
         out.sort_by(|a: &Manifest, b| a.cut_id.cmp(&b.cut_id));
@@ -193,7 +215,9 @@ impl Store {
 
     /// Step 3: `live` now points at `cut_id` (rename of a new symlink over the old one).
     pub fn set_live(&self, cut_id: &str) -> io::Result<()> {
-        let tmp = self.root.join(format!("{TMP_PREFIX}live-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!("{TMP_PREFIX}live-{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(Path::new("cuts").join(cut_id), &tmp)?;
         fs::rename(&tmp, self.live_link())?;
@@ -201,10 +225,20 @@ impl Store {
     }
 
     /// Moves a rejected package to quarantine with its reason beside it. Returns where.
-    pub fn quarantine(&self, package: &Path, reason: &str, at: time::OffsetDateTime) -> io::Result<PathBuf> {
-        let name = package.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    pub fn quarantine(
+        &self,
+        package: &Path,
+        reason: &str,
+        at: time::OffsetDateTime,
+    ) -> io::Result<PathBuf> {
+        let name = package
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let stamp = at
-            .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
             .unwrap_or_default();
         let mut dest = self.quarantine_dir().join(format!("{stamp}-{name}"));
         let mut n = 1;
@@ -237,16 +271,45 @@ impl Store {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let line = serde_json::json!({ "time": now, "step": step, "package": package, "cut_id": cut_id });
+        let line =
+            serde_json::json!({ "time": now, "step": step, "package": package, "cut_id": cut_id });
         append_line(&self.journal_path(), &line.to_string())
+    }
+
+    fn pending_path(&self, name: &str) -> PathBuf {
+        self.state_dir()
+            .join("pending")
+            .join(format!("{name}.json"))
+    }
+
+    /// Remembers who sent a package being processed (read back if a crash interrupts it).
+    pub fn save_pending(&self, name: &str, job: &serde_json::Value) -> io::Result<()> {
+        fs::create_dir_all(self.state_dir().join("pending"))?;
+        write_atomic(&self.pending_path(name), job.to_string().as_bytes())
+    }
+
+    pub fn load_pending(&self, name: &str) -> Option<serde_json::Value> {
+        serde_json::from_slice(&fs::read(self.pending_path(name)).ok()?).ok()
+    }
+
+    pub fn clear_pending(&self, name: &str) {
+        let _ = fs::remove_file(self.pending_path(name));
     }
 
     /// Finishes or undoes what a crash interrupted. Run once at start, before any ingest.
     pub fn recover(&self) -> io::Result<Recovery> {
         let mut r = Recovery::default();
-        for dir in [self.cuts_dir(), self.history_dir(), self.quarantine_dir(), self.root.clone()] {
+        for dir in [
+            self.cuts_dir(),
+            self.history_dir(),
+            self.quarantine_dir(),
+            self.root.clone(),
+        ] {
             for e in fs::read_dir(&dir)?.flatten() {
-                if e.file_name().to_str().is_some_and(|n| n.starts_with(TMP_PREFIX)) {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(TMP_PREFIX))
+                {
                     let p = e.path();
                     if e.file_type()?.is_dir() {
                         fs::remove_dir_all(&p)?;

@@ -19,16 +19,21 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 fn rfc3339(t: Option<time::OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map(Value::String)
-        .unwrap_or(Value::Null)
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map(Value::String)
+    .unwrap_or(Value::Null)
 }
 
 /// The status document.
 pub fn status(store: &Store) -> Value {
     let manifests = store.manifests();
     let live = store.live();
-    let live_m = live.as_deref().and_then(|id| manifests.iter().find(|m| m.cut_id == id));
+    let live_m = live
+        .as_deref()
+        .and_then(|id| manifests.iter().find(|m| m.cut_id == id));
     let last = manifests.iter().max_by_key(|m| m.received_at);
     let last_incident = store.incidents().pop();
     let free = rustix::fs::statvfs(store.root())

@@ -301,7 +301,13 @@ impl Vfs {
 
     /// Adds a read-only view for operators (and, if `publisher_sees`, publishers) of the
     /// directory `disk_dir`, optionally narrowed to `prefix` inside it.
-    pub fn add_read_only(&mut self, name: &str, disk_dir: &Path, prefix: &str, publisher_sees: bool) -> io::Result<()> {
+    pub fn add_read_only(
+        &mut self,
+        name: &str,
+        disk_dir: &Path,
+        prefix: &str,
+        publisher_sees: bool,
+    ) -> io::Result<()> {
         let dir = Dir::open_ambient_dir(disk_dir, ambient_authority())?;
         self.add_mount(Mount {
             name: name.to_owned(),
@@ -377,9 +383,11 @@ impl Vfs {
             MountKind::Dir { prefix, .. } if rest.is_empty() && prefix.as_os_str().is_empty() => {
                 Ok(Location::MountRoot(mount))
             }
-            MountKind::Dir { dir, prefix, .. } => {
-                Ok(Location::Inside(mount, dir, prefix.join(rest.iter().collect::<PathBuf>())))
-            }
+            MountKind::Dir { dir, prefix, .. } => Ok(Location::Inside(
+                mount,
+                dir,
+                prefix.join(rest.iter().collect::<PathBuf>()),
+            )),
             MountKind::File(_) if rest.is_empty() => Ok(Location::MountRoot(mount)),
             MountKind::File(_) => Err(VfsError::WrongType("not a directory")),
         }
@@ -485,12 +493,18 @@ impl Vfs {
         opts: upload::UploadOptions,
     ) -> VfsResult<Upload> {
         let (m, dir, rel) = self.locate_writable(role, p)?;
-        let MountKind::Dir { disk_path, prefix, .. } = &m.kind else {
+        let MountKind::Dir {
+            disk_path, prefix, ..
+        } = &m.kind
+        else {
             return Err(VfsError::Denied("not a folder"));
         };
         let mount_dir = dir.try_clone().map_err(VfsError::from_io)?;
         // `rel` already includes the prefix; the disk root is the mount directory itself.
-        let root = disk_path.ancestors().nth(prefix.components().count()).unwrap_or(disk_path);
+        let root = disk_path
+            .ancestors()
+            .nth(prefix.components().count())
+            .unwrap_or(disk_path);
         Upload::begin(mount_dir, root, rel, p.clone(), mode, opts)
     }
 

@@ -1,6 +1,7 @@
 //! Shared test harness: a real difusor on an ephemeral loopback port in a temp dir, driven by
 //! the real OpenSSH clients.
 #![allow(dead_code)]
+pub mod packages;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,25 @@ pub async fn start_server_with(
     extra: &str,
     setup: impl FnOnce(&Path),
 ) -> TestServer {
+    start(users, extra, setup, false).await
+}
+
+/// Like `start_server_with`, with the ingest pipeline consuming the uploads (so `uploads`
+/// stays empty; watch `running.pipeline` and the data directory instead).
+pub async fn start_ingest_server(
+    users: &[User<'_>],
+    extra: &str,
+    setup: impl FnOnce(&Path),
+) -> TestServer {
+    start(users, extra, setup, true).await
+}
+
+async fn start(
+    users: &[User<'_>],
+    extra: &str,
+    setup: impl FnOnce(&Path),
+    ingest: bool,
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
@@ -98,6 +118,17 @@ pub async fn start_server_with(
     std::fs::write(&path, &toml).unwrap();
     let config = Config::load(&path).unwrap_or_else(|e| panic!("config {toml}: {e}"));
     let mut running = difusor::app::start(&config).await.unwrap();
+    if ingest {
+        running.start_ingest();
+        let (_tx, uploads) = tokio::sync::mpsc::unbounded_channel();
+        return TestServer {
+            addr: running.ssh_addr,
+            running,
+            uploads,
+            config,
+            dir,
+        };
+    }
     // Pass events on with their verdict dropped, so uploads are answered "OK" at once (no
     // pipeline here) while the test can still inspect every event.
     let mut raw = running.uploads.take().unwrap();

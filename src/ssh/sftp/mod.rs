@@ -252,7 +252,10 @@ async fn await_verdict(
         Ok(Err(_)) => (wire::status(id, StatusCode::Ok, "Success"), None),
         Err(_) => {
             tracing::warn!(%path, timeout_secs = timeout.as_secs(), "verification still running; answering the upload's close with OK");
-            (wire::status(id, StatusCode::Ok, "received; verification continues"), None)
+            (
+                wire::status(id, StatusCode::Ok, "received; verification continues"),
+                None,
+            )
         }
     }
 }
