@@ -119,10 +119,21 @@ impl Record {
 /// How often the writer takes the queued lines and writes them.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
+/// Queue shards: each serving thread pushes to its own, so the lock is uncontended.
+const SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's shard, picked round-robin the first time it logs.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Lines between the request path and the writer.
 #[derive(Debug)]
 struct Queue {
-    lines: Mutex<Vec<Record>>,
+    /// PERF: one `Vec` per shard (see [`SHARD`]); the writer swaps them all out.
+    shards: Vec<Mutex<Vec<Record>>>,
+    /// Lines allowed per shard before dropping.
     cap: usize,
     dropped: AtomicU64,
     /// Set when the last [`AccessLog`] goes: the writer writes what is left and ends.
@@ -163,8 +174,10 @@ impl AccessLog {
         }
         std::fs::create_dir_all(dir)?;
         let queue = Arc::new(Queue {
-            lines: Mutex::new(Vec::with_capacity(1024)),
-            cap: cfg.queue,
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Vec::with_capacity(256)))
+                .collect(),
+            cap: cfg.queue.div_ceil(SHARDS),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         });
@@ -186,7 +199,11 @@ impl AccessLog {
     /// Queues `r`, or drops and counts it if the writer is behind.
     pub fn log(&self, r: Record) {
         let Some(q) = &self.queue else { return };
-        let mut lines = q.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let shard = SHARD.with(|s| *s);
+        let Some(lines) = q.shards.get(shard) else {
+            return;
+        };
+        let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
         if lines.len() < q.cap {
             lines.push(r);
         } else {
@@ -259,10 +276,16 @@ fn writer(dir: PathBuf, queue: Arc<Queue>) {
         if !closing {
             std::thread::park_timeout(FLUSH_EVERY);
         }
-        {
-            let mut lines = queue.lines.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::swap(&mut *lines, &mut batch);
+        for shard in &queue.shards {
+            let mut lines = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if batch.is_empty() {
+                std::mem::swap(&mut *lines, &mut batch);
+            } else {
+                batch.append(&mut lines);
+            }
         }
+        // Shards interleave in time; the file is in order.
+        batch.sort_by_key(|r| r.time);
         for r in batch.drain(..) {
             let t = time::OffsetDateTime::from(r.time);
             if day.as_ref().is_none_or(|d| d.date != t.date()) {

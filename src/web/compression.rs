@@ -1,6 +1,6 @@
 //! `Content-Encoding: br` and `gzip`: compressing once per snapshot, choosing per request.
 //!
-//! Owns: the variants made when a snapshot is built ([`gzip`], [`brotli`]) and the
+//! Owns: the variants made when a snapshot is built ([`gzip()`], [`brotli()`]) and the
 //! `Accept-Encoding` negotiation ([`negotiate`]: q-values honoured, `gzip;q=0` refuses gzip,
 //! `*` covers codings not named; the highest q wins and br wins a tie — it is ~15-20 %
 //! smaller on JSON).

@@ -1,7 +1,9 @@
 //! The HTTPS front door: hyper 1 + rustls serving the live snapshot to the public.
 //!
 //! Owns: binding the HTTPS (and optional plain-HTTP) listeners on the shared accept loop
-//! (`crate::listener`), admission (connection caps in total and per address), the per-connection
+//! (`crate::listener`) — by default one current-thread runtime per core, each with its own
+//! `SO_REUSEPORT` socket (`web.workers`) — admission (connection caps in total and per address,
+//! one [`Admission`] for every thread and both doors), the per-connection
 //! task — TLS handshake under a timeout, HTTP/1.1 or HTTP/2 by ALPN, header-read and idle
 //! timeouts, a bounded drain on shutdown — and the background tasks: certificate reload,
 //! access-log writer, rate-limit pruning.
@@ -9,7 +11,7 @@
 //! One file per HTTP concern, joined by `handler` (which reads top to bottom):
 //! `config` (the `[web]` section), `tls` (certificates and rustls), `path` (request path →
 //! snapshot key), `client_addr` (trusted proxies), `rate_limit`, `conditional` (ETag, 304),
-//! `range` (206/416), `compression` (gzip), `cache_control` (rules baked into snapshots),
+//! `range` (206/416), `compression` (br, gzip), `cache_control` (rules baked into snapshots),
 //! `content_type`, `security_headers`, `health` (`/healthz`, status), `access_log`, `body`.
 //!
 //! Must never: do a TLS handshake in the accept loop, keep a connection that sends nothing
