@@ -631,3 +631,53 @@ fn verify_command_reports_what_it_would_publish_or_why_not() {
         std::fs::remove_file(&p).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_extracted_cuts_but_never_history_or_the_live_cut() {
+    let (srv, key, _) = ingest_server("[ingest]\nkeep_cuts = 1\n").await;
+    let mut cut = CutTime {
+        y: 2024,
+        mo: 6,
+        d: 2,
+        h: 20,
+        mi: 0,
+    };
+    assert!(
+        push(
+            &srv,
+            &key,
+            &cut.name(".zip"),
+            &packages::zip_bytes(&packages::full_site(&cut, 1)),
+            None
+        )
+        .await
+        .status
+        .success()
+    );
+    for _ in 0..3 {
+        cut = cut.plus_minutes(15);
+        let o = push(
+            &srv,
+            &key,
+            &cut.name(".zip"),
+            &packages::zip_bytes(&packages::increment(&cut, 1)),
+            None,
+        )
+        .await;
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let cuts: Vec<String> = std::fs::read_dir(srv.root().join("data/cuts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cuts.len(), 2, "live + 1 kept: {cuts:?}");
+    assert!(cuts.contains(&live_id(&srv).unwrap()));
+    let store = srv.running.pipeline.store();
+    assert_eq!(store.manifests().len(), 4, "history keeps every package");
+    for m in store.manifests() {
+        assert!(store.package_path(&m.cut_id, &m.extension).exists());
+    }
+    // The live cut still has the full site (increments were built on it before pruning).
+    assert!(read_live(&srv, "index.html").is_some());
+}
