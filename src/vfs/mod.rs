@@ -115,6 +115,20 @@ impl Attrs {
         }
     }
 
+    /// A generated read-only file of `len` bytes, made now.
+    fn generated(len: usize) -> Attrs {
+        let now = now_secs();
+        Attrs {
+            size: len as u64,
+            mode: S_IFREG | 0o444,
+            uid: 0,
+            gid: 0,
+            atime: now,
+            mtime: now,
+            nlink: 1,
+        }
+    }
+
     /// A synthesised directory (the virtual root, a mount point).
     fn virtual_dir(writable: bool, mtime: u32) -> Attrs {
         Attrs {
@@ -231,20 +245,13 @@ impl ReadSource {
                 let m = cap_std::fs::Metadata::from_just_metadata(f.metadata()?);
                 Ok(Attrs::from_metadata(&m))
             }
-            ReadSource::Memory(v) => Ok(Attrs {
-                size: v.len() as u64,
-                mode: S_IFREG | 0o444,
-                uid: 0,
-                gid: 0,
-                atime: now_secs(),
-                mtime: now_secs(),
-                nlink: 1,
-            }),
+            ReadSource::Memory(v) => Ok(Attrs::generated(v.len())),
         }
     }
 }
 
-fn now_secs() -> u32 {
+/// Seconds since the epoch, as SFTP v3 attributes carry them.
+pub fn now_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs().min(u32::MAX as u64) as u32)
@@ -435,15 +442,7 @@ impl Vfs {
                 }
                 Ok(a)
             }
-            MountKind::File(g) => Ok(Attrs {
-                size: g().len() as u64,
-                mode: S_IFREG | 0o444,
-                uid: 0,
-                gid: 0,
-                atime: now_secs(),
-                mtime: now_secs(),
-                nlink: 1,
-            }),
+            MountKind::File(g) => Ok(Attrs::generated(g().len())),
         }
     }
 

@@ -146,13 +146,6 @@ fn vfs_status(e: &VfsError) -> StatusCode {
     }
 }
 
-fn now_secs() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs().min(u32::MAX as u64) as u32)
-        .unwrap_or(0)
-}
-
 type Reply = Result<Bytes, (StatusCode, String)>;
 
 fn ok(id: u32) -> Reply {
@@ -434,7 +427,7 @@ impl Worker {
                 )
             }
             Packet::ReadDir(r) => {
-                let now = now_secs();
+                let now = crate::vfs::now_secs();
                 match Self::handle_id(&r.handle).and_then(|k| self.handles.get_mut(&k)) {
                     Some(Handle::Dir { entries, done }) => {
                         let files: Vec<File> = entries
