@@ -34,6 +34,8 @@ pub enum StartError {
     Vfs(std::io::Error),
     #[error("cannot recover the data directory after a crash: {0}")]
     Recover(std::io::Error),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("cannot listen for ssh on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -44,6 +46,10 @@ pub enum StartError {
 /// A running difusor.
 pub struct Running {
     pub ssh_addr: SocketAddr,
+    /// The HTTPS server (and its optional plain-HTTP listener).
+    pub web: crate::web::WebServer,
+    /// The snapshot being served; swapped by `publish::follow` on each cut.
+    pub site: crate::publish::LiveSite,
     /// Upload-completed events; whoever runs the app consumes them (the ingest pipeline).
     pub uploads: Option<UploadReceiver>,
     pub ssh: Arc<ssh::Shared>,
@@ -201,7 +207,14 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         }),
     );
     let vfs = Arc::new(vfs);
+    let site = initial_site(cfg, &store).await;
     let pipeline = Arc::new(Pipeline::new(store, cfg.ingest.clone()));
+    // Subscribed before ingest can publish anything: no cut is missed.
+    tokio::spawn(crate::publish::follow(
+        Arc::clone(&site),
+        pipeline.subscribe(),
+        cfg.web.cache_rules(),
+    ));
     let (tx, uploads) = events::upload_channel();
     let shared = Arc::new(ssh::Shared {
         cfg: cfg.ssh.clone(),
@@ -222,11 +235,55 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         addr: cfg.ssh.listen,
         source,
     })?;
+    let web = crate::web::start(
+        &cfg.web,
+        &cfg.keys_dir,
+        &cfg.data_dir.join("logs"),
+        Arc::clone(&site),
+        shutdown.subscribe(),
+    )
+    .await?;
+    tracing::info!(
+        address = %web.https_addr,
+        certificate = %web.tls.fingerprint(),
+        "https listening"
+    );
     Ok(Running {
         ssh_addr: server.local_addr,
+        web,
+        site,
         uploads: Some(uploads),
         ssh: shared,
         pipeline,
         shutdown,
     })
+}
+
+/// The snapshot to serve at start: the live cut if there is one, else the waiting page.
+async fn initial_site(cfg: &Config, store: &Store) -> crate::publish::LiveSite {
+    let rules = cfg.web.cache_rules();
+    let Some(id) = store.live() else {
+        return crate::publish::waiting_site(&rules);
+    };
+    let m = store.read_manifest(&id);
+    let meta = crate::publish::CutMeta {
+        cut_id: id.clone(),
+        cut_time: m.as_ref().and_then(|m| m.cut_time),
+        published_at: m.as_ref().and_then(|m| m.published_at),
+        packages_in_history: store.manifests().len(),
+    };
+    let dir = store.cut_dir(&id);
+    let r = rules.clone();
+    match tokio::task::spawn_blocking(move || crate::publish::Snapshot::build(&dir, meta, &r)).await
+    {
+        Ok(Ok(snap)) => Arc::new(arc_swap::ArcSwap::from_pointee(snap)),
+        Ok(Err(e)) => {
+            tracing::error!(cut = %id, error = %e, "cannot load the live cut; serving the waiting page");
+            crate::publish::waiting_site(&rules)
+        }
+        Err(e) => {
+            tracing::error!(cut = %id, error = %e, "snapshot build failed; serving the waiting page");
+            crate::publish::waiting_site(&rules)
+        }
+    }
 }

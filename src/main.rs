@@ -66,11 +66,23 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DIFUSOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Many HTTPS clients at once need many descriptors: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+        }
+    }
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -79,8 +91,15 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no --config: running on the embedded defaults"),
     }
+    raise_fd_limit();
     let mut running = difusor::app::start(&cfg).await?;
     running.start_ingest();
+    println!(
+        "difusor is running: SFTP on {} (user and key above or in the config), site on https://{}/ (certificate SHA-256 {})",
+        running.ssh_addr,
+        running.web.https_addr,
+        running.web.cert_fingerprint()
+    );
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;

@@ -182,7 +182,7 @@ fn keygen_makes_an_authorized_pem_key_and_prints_the_command() {
     let port = free_port();
     std::fs::write(
         dir.path().join("difusor.toml"),
-        format!("[ssh]\nlisten = \"127.0.0.1:{port}\"\n[[users]]\nname = \"ieqroo\"\nrole = \"publisher\"\nauthorized_keys = \"keys/ieqroo.pub\"\n[[users]]\nname = \"ops\"\nrole = \"operator\"\nauthorized_keys = \"keys/ops.pub\"\n"),
+        format!("[web]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[[users]]\nname = \"ieqroo\"\nrole = \"publisher\"\nauthorized_keys = \"keys/ieqroo.pub\"\n[[users]]\nname = \"ops\"\nrole = \"operator\"\nauthorized_keys = \"keys/ops.pub\"\n"),
     )
     .unwrap();
     for (user, kind) in [("ieqroo", "rsa"), ("ops", "ed25519")] {

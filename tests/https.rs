@@ -18,7 +18,7 @@
 //!   even when the old cut's directory is deleted, a failed build keeps the previous cut;
 //! - slowloris and silent TLS clients cut off while others are served; idle connections
 //!   closed (HTTP/1.1 and HTTP/2), busy ones kept; per-address connection cap; rate limit 429
-//!   with Retry-After;
+//!   with Retry-After; a second server cannot silently share the port;
 //! - `/healthz` (and its probe hook), `/.well-known/difusor/status`;
 //! - the access log (one JSON line per request, trusted-proxy client address);
 //! - plain HTTP: redirect to HTTPS, or serving behind a proxy;
@@ -751,6 +751,18 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
         }
         assert!(idle.is_closed(), "idle connection still open (h2 {h2})");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_cannot_share_the_port() {
+    let site = site_with_cut("").await;
+    let other = https_support::start_site_result(&format!("listen = \"{}\"", site.addr())).await;
+    match other {
+        Err(difusor::web::WebError::Listen { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a second server bound the same port"),
+    }
+    assert_eq!(curl(&site, "/", &[]).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

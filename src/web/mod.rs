@@ -310,26 +310,33 @@ fn bind(
     what: &'static str,
 ) -> Result<Vec<std::net::TcpListener>, WebError> {
     let err = |source| WebError::Listen { what, addr, source };
-    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(count);
-    for _ in 0..count {
-        let target = match out.first().and_then(|s| s.local_addr().ok()) {
-            Some(first) => first,
-            None => addr,
-        };
+    let socket = |target: SocketAddr, reuse_port: bool| -> std::io::Result<socket2::Socket> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(target),
             socket2::Type::STREAM,
             Some(socket2::Protocol::TCP),
-        )
-        .map_err(err)?;
-        sock.set_reuse_address(true).map_err(err)?;
-        // SECURITY: SO_REUSEPORT lets another process of the *same user* bind this port too;
-        // run difusor as its own user so that only difusor can.
-        if count > 1 {
-            sock.set_reuse_port(true).map_err(err)?;
+        )?;
+        sock.set_reuse_address(true)?;
+        if reuse_port {
+            sock.set_reuse_port(true)?;
         }
-        sock.set_nonblocking(true).map_err(err)?;
-        sock.bind(&target.into()).map_err(err)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&target.into())?;
+        Ok(sock)
+    };
+    let mut target = addr;
+    if count > 1 {
+        // SECURITY: SO_REUSEPORT would let a second difusor (same user) share the port
+        // silently and split the traffic between two sites. A plain bind first fails with
+        // "address in use" if anything listens there; it also picks the port for port 0.
+        let probe = socket(addr, false).map_err(err)?;
+        if let Some(a) = probe.local_addr().ok().and_then(|a| a.as_socket()) {
+            target = a;
+        }
+    }
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let sock = socket(target, count > 1).map_err(err)?;
         sock.listen(1024).map_err(err)?;
         out.push(sock.into());
     }

@@ -108,6 +108,9 @@ async fn start(
     if !extra.contains("[ssh]") {
         toml.push_str("[ssh]\nlisten = \"127.0.0.1:0\"\n");
     }
+    if !extra.contains("[web]") {
+        toml.push_str("[web]\nlisten = \"127.0.0.1:0\"\n");
+    }
     for u in users {
         toml.push_str(&format!(
             "[[users]]\nname = \"{}\"\nrole = \"{}\"\nauthorized_keys = \"{}\"\n",

@@ -181,6 +181,23 @@ pub async fn start_site_as(web_toml: &str, id: &str, initial: Option<&[(&str, Ve
     }
 }
 
+/// Tries to start a bare server (waiting page) with `[web]` as TOML; the error if it fails.
+pub async fn start_site_result(web_toml: &str) -> Result<WebServer, web::WebError> {
+    let dir = tempfile::tempdir().unwrap();
+    let raw: RawWeb = toml::from_str(web_toml).unwrap();
+    let cfg = WebConfig::from_raw(raw, dir.path()).unwrap();
+    let live = publish::waiting_site(&cfg.cache_rules());
+    let (_stop, stop_rx) = watch::channel(false);
+    web::start(
+        &cfg,
+        &dir.path().join("keys"),
+        &dir.path().join("logs"),
+        live,
+        stop_rx,
+    )
+    .await
+}
+
 /// What `curl` got.
 #[derive(Debug)]
 pub struct CurlResp {
