@@ -54,6 +54,9 @@ pub struct Running {
     pub uploads: Option<UploadReceiver>,
     pub ssh: Arc<ssh::Shared>,
     pub pipeline: Arc<Pipeline>,
+    /// Packages found in incoming at start (interrupted by a crash), taken before the SSH
+    /// server accepted anything.
+    backlog: Vec<crate::ingest::Job>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -62,7 +65,8 @@ impl Running {
     /// previous run are processed first). Without this, events stay in `uploads`.
     pub fn start_ingest(&mut self) {
         if let Some(rx) = self.uploads.take() {
-            tokio::spawn(Arc::clone(&self.pipeline).run(rx));
+            let backlog = std::mem::take(&mut self.backlog);
+            tokio::spawn(Arc::clone(&self.pipeline).run(backlog, rx));
         }
     }
 
@@ -224,6 +228,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         transfers: Arc::new(Transfers::new(tx)),
         verdict_timeout: cfg.ingest.close_timeout,
     });
+    let backlog = pipeline.backlog();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let server = ssh::SshServer::start(
         Arc::clone(&shared),
@@ -255,6 +260,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         uploads: Some(uploads),
         ssh: shared,
         pipeline,
+        backlog,
         shutdown,
     })
 }

@@ -47,7 +47,13 @@ impl Instance {
         cmd.args(["serve", "--config", "difusor.toml"])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("server.log"))
+                    .unwrap(),
+            );
         if let Some(step) = crash_at {
             cmd.env("DIFUSOR_TEST_CRASH_AT", step);
         }
@@ -211,8 +217,10 @@ fn a_crash_at_any_pipeline_step_leaves_each_package_live_exactly_once() {
             .find(|m| m["sha256"] == b_sha.as_str())
             .unwrap();
         assert_eq!(
-            b_m["uploader"], "institute",
-            "{step}: provenance survives the crash"
+            b_m["uploader"],
+            "institute",
+            "{step}: provenance survives the crash; log:\n{}",
+            std::fs::read_to_string(inst.dir.path().join("server.log")).unwrap_or_default()
         );
         for m in &manifests {
             assert!(!m["published_at"].is_null(), "{step}: {m}");

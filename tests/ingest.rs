@@ -683,7 +683,12 @@ async fn retention_prunes_old_extracted_cuts_but_never_history_or_the_live_cut()
 }
 
 async fn curl(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new("curl").args(["-sk", "--max-time", "20"]).args(args).output().await.unwrap()
+    tokio::process::Command::new("curl")
+        .args(["-sk", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -693,32 +698,78 @@ async fn the_site_waits_for_the_first_cut_then_serves_each_published_cut_over_ht
     let o = curl(&["-i", &format!("{base}/")]).await;
     let page = String::from_utf8_lossy(&o.stdout).to_lowercase();
     assert!(page.contains("x-difusor-cut: none"), "{page}");
-    let mut cut = CutTime { y: 2024, mo: 6, d: 2, h: 20, mi: 0 };
+    let mut cut = CutTime {
+        y: 2024,
+        mo: 6,
+        d: 2,
+        h: 20,
+        mi: 0,
+    };
     let full = packages::full_site(&cut, 1);
-    assert!(push(&srv, &key, &cut.name(".zip"), &packages::zip_bytes(&full), None).await.status.success());
+    assert!(
+        push(
+            &srv,
+            &key,
+            &cut.name(".zip"),
+            &packages::zip_bytes(&full),
+            None
+        )
+        .await
+        .status
+        .success()
+    );
     for _ in 0..3 {
         let id = live_id(&srv).unwrap();
         // The snapshot swap follows the publish event: allow it a moment.
         let mut served = String::new();
         for _ in 0..100 {
-            let o = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/json/main.json")]).await;
+            let o = curl(&[
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                &format!("{base}/json/main.json"),
+            ])
+            .await;
             served = String::from_utf8_lossy(&o.stdout).to_lowercase();
             if served.contains(&format!("x-difusor-cut: {}", id.to_lowercase())) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert!(served.contains(&format!("x-difusor-cut: {}", id.to_lowercase())), "{served}");
-        assert!(served.contains("cache-control: no-cache, no-store, must-revalidate"), "{served}");
+        assert!(
+            served.contains(&format!("x-difusor-cut: {}", id.to_lowercase())),
+            "{served}"
+        );
+        assert!(
+            served.contains("cache-control: no-cache, no-store, must-revalidate"),
+            "{served}"
+        );
         let body = curl(&[&format!("{base}/json/main.json")]).await.stdout;
         assert_eq!(body, read_live(&srv, "json/main.json").unwrap());
         cut = cut.plus_minutes(15);
-        let o = push(&srv, &key, &cut.name(".zip"), &packages::zip_bytes(&packages::increment(&cut, 1)), None).await;
+        let o = push(
+            &srv,
+            &key,
+            &cut.name(".zip"),
+            &packages::zip_bytes(&packages::increment(&cut, 1)),
+            None,
+        )
+        .await;
         assert!(o.status.success(), "{}", text(&o));
     }
     // A rejected package changes nothing on the site.
     let id = live_id(&srv).unwrap();
-    assert!(!push(&srv, &key, "20240602_2300_PREP.zip", b"garbage", None).await.status.success());
+    assert!(
+        !push(&srv, &key, "20240602_2300_PREP.zip", b"garbage", None)
+            .await
+            .status
+            .success()
+    );
     let o = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/index.html")]).await;
-    assert!(String::from_utf8_lossy(&o.stdout).to_lowercase().contains(&format!("x-difusor-cut: {}", id.to_lowercase())));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .to_lowercase()
+            .contains(&format!("x-difusor-cut: {}", id.to_lowercase()))
+    );
 }

@@ -204,10 +204,8 @@ impl Pipeline {
         let started = Instant::now();
         let name = job.name();
         let received_at = now();
+        // Provenance was saved to state/pending/ when the upload event arrived (see `run`).
         let _ = self.store.journal("received", &name, None);
-        if let Ok(v) = serde_json::to_value(job) {
-            let _ = self.store.save_pending(&name, &v);
-        }
         let build = self.store.begin_cut(&format!(
             "job-{}-{}",
             std::process::id(),
@@ -442,8 +440,10 @@ impl Pipeline {
     /// Consumes upload events in arrival order until the channel closes: packages are
     /// processed one at a time and the verdict goes back to the uploader; other files are
     /// left alone. The backlog found at start goes first.
-    pub async fn run(self: Arc<Self>, mut uploads: UploadReceiver) {
-        for job in self.backlog() {
+    /// `backlog` must have been taken (with [`Pipeline::backlog`]) before the SSH server started
+    /// accepting uploads, so a package is either in it or announced by an event — never both.
+    pub async fn run(self: Arc<Self>, backlog: Vec<Job>, mut uploads: UploadReceiver) {
+        for job in backlog {
             let name = job.name();
             tracing::warn!(package = %name, "processing a package left from before the restart");
             let _ = self.store.record_incident(&Incident {
