@@ -375,7 +375,16 @@ async fn hostile_packages_are_quarantined_with_their_reason_and_the_live_cut_sta
     {
         let n = e.file_name().to_string_lossy().into_owned();
         assert!(
-            ["incoming", "history", "quarantine", "cuts", "state", "live"].contains(&n.as_str()),
+            [
+                "incoming",
+                "history",
+                "quarantine",
+                "cuts",
+                "state",
+                "live",
+                "logs"
+            ]
+            .contains(&n.as_str()),
             "stray {n}"
         );
     }
@@ -758,8 +767,22 @@ async fn the_site_waits_for_the_first_cut_then_serves_each_published_cut_over_ht
         .await;
         assert!(o.status.success(), "{}", text(&o));
     }
-    // A rejected package changes nothing on the site.
+    // A rejected package changes nothing on the site (once the last good cut is served).
     let id = live_id(&srv).unwrap();
+    let served = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .to_lowercase()
+            .contains(&format!("x-difusor-cut: {}", id.to_lowercase()))
+    };
+    let mut ok = false;
+    for _ in 0..100 {
+        if served(&curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/index.html")]).await) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the last cut is served");
     assert!(
         !push(&srv, &key, "20240602_2300_PREP.zip", b"garbage", None)
             .await
@@ -767,9 +790,5 @@ async fn the_site_waits_for_the_first_cut_then_serves_each_published_cut_over_ht
             .success()
     );
     let o = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/index.html")]).await;
-    assert!(
-        String::from_utf8_lossy(&o.stdout)
-            .to_lowercase()
-            .contains(&format!("x-difusor-cut: {}", id.to_lowercase()))
-    );
+    assert!(served(&o), "{}", text(&o));
 }
