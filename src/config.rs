@@ -31,7 +31,8 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+/// A `ConfigError::Invalid` for `key` (shared by every section's validation).
+pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),
@@ -264,7 +265,8 @@ impl Config {
     }
 }
 
-fn secs(
+/// A duration in whole seconds within `min..=max`, or an error naming `key`.
+pub(crate) fn secs(
     key: &str,
     v: Option<u64>,
     default: u64,
@@ -281,7 +283,14 @@ fn secs(
     Ok(Duration::from_secs(v))
 }
 
-fn count(key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+/// A number within `min..=max`, or an error naming `key`.
+pub(crate) fn count(
+    key: &str,
+    v: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let v = v.unwrap_or(default);
     if v < min || v > max {
         return Err(invalid(key, format!("{v} is out of range {min}..={max}")));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, count, invalid, secs};
 use crate::web::cache_control::CacheRules;
 
 /// HTTPS port when nothing is configured.
@@ -163,13 +163,6 @@ pub struct WebConfig {
     pub access_log: AccessLogConfig,
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
 fn addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse().map_err(|_| {
         invalid(
@@ -177,24 +170,6 @@ fn addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
             format!("{text:?} is not an address:port such as \"0.0.0.0:443\""),
         )
     })
-}
-
-fn range(key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let v = v.unwrap_or(default);
-    if v < min || v > max {
-        return Err(invalid(key, format!("{v} is out of range {min}..={max}")));
-    }
-    Ok(v)
-}
-
-fn secs(
-    key: &str,
-    v: Option<u64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<Duration, ConfigError> {
-    range(key, v, default, min, max).map(Duration::from_secs)
 }
 
 fn header_value(key: &str, v: &str) -> Result<(), ConfigError> {
@@ -289,14 +264,14 @@ impl WebConfig {
                 })?;
             trusted_proxies.push(net);
         }
-        let max_connections = range(
+        let max_connections = count(
             "web.max_connections",
             raw.max_connections,
             10_000,
             1,
             1_000_000,
         )? as usize;
-        let max_connections_per_address = range(
+        let max_connections_per_address = count(
             "web.max_connections_per_address",
             raw.max_connections_per_address,
             256,
@@ -340,11 +315,11 @@ impl WebConfig {
         let rate_limit = RateLimitConfig {
             enabled: rl.enabled.unwrap_or(true),
             requests_per_sec,
-            burst: range("web.rate_limit.burst", rl.burst, 1000, 1, 10_000_000)? as u32,
+            burst: count("web.rate_limit.burst", rl.burst, 1000, 1, 10_000_000)? as u32,
         };
         let access_log = AccessLogConfig {
             enabled: raw.access_log.enabled.unwrap_or(true),
-            queue: range(
+            queue: count(
                 "web.access_log.queue",
                 raw.access_log.queue,
                 65_536,
@@ -360,7 +335,7 @@ impl WebConfig {
             cert,
             cert_poll: secs("web.cert_poll_secs", raw.cert_poll_secs, 5, 1, 86_400)?,
             reload_on_sighup: raw.reload_on_sighup.unwrap_or(true),
-            hsts_max_age: range(
+            hsts_max_age: count(
                 "web.hsts_max_age_secs",
                 raw.hsts_max_age_secs,
                 31_536_000,
@@ -385,29 +360,29 @@ impl WebConfig {
                 300,
             )?,
             idle_timeout: secs("web.idle_timeout_secs", raw.idle_timeout_secs, 60, 1, 3600)?,
-            max_header_bytes: range(
+            max_header_bytes: count(
                 "web.max_header_bytes",
                 raw.max_header_bytes,
                 16 << 10,
                 8 << 10,
                 1 << 20,
             )? as usize,
-            max_headers: range("web.max_headers", raw.max_headers, 64, 8, 1000)? as usize,
-            h2_max_concurrent_streams: range(
+            max_headers: count("web.max_headers", raw.max_headers, 64, 8, 1000)? as usize,
+            h2_max_concurrent_streams: count(
                 "web.h2_max_concurrent_streams",
                 raw.h2_max_concurrent_streams,
                 128,
                 1,
                 10_000,
             )? as u32,
-            tls_session_cache: range(
+            tls_session_cache: count(
                 "web.tls_session_cache",
                 raw.tls_session_cache,
                 20_000,
                 0,
                 10_000_000,
             )? as usize,
-            workers: range(
+            workers: count(
                 "web.workers",
                 raw.workers,
                 std::thread::available_parallelism()
@@ -418,7 +393,7 @@ impl WebConfig {
             )? as usize,
             serve_dotfiles: raw.serve_dotfiles.unwrap_or(false),
             brotli: raw.brotli.unwrap_or(true),
-            in_memory_max_bytes: range(
+            in_memory_max_bytes: count(
                 "web.in_memory_max_bytes",
                 raw.in_memory_max_bytes,
                 2 << 20,
