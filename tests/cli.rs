@@ -52,9 +52,11 @@ fn serve(dir: &std::path::Path, args: &[&str], port: u16) -> std::process::Child
 
 #[test]
 fn first_start_without_config_makes_keys_and_prints_a_working_sftp_command() {
-    // The embedded default port is 2222; run there only if it is free (it is in CI).
-    if std::net::TcpListener::bind("127.0.0.1:2222").is_err() {
-        eprintln!("port 2222 busy; skipping");
+    // The embedded default ports are 2222 and 8443; run only if they are free (they are in CI).
+    if std::net::TcpListener::bind("127.0.0.1:2222").is_err()
+        || std::net::TcpListener::bind("127.0.0.1:8443").is_err()
+    {
+        eprintln!("port 2222 or 8443 busy; skipping");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -124,6 +126,16 @@ fn first_start_without_config_makes_keys_and_prints_a_working_sftp_command() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("/incoming"));
+    // The site, on its default port, says it is waiting for the first cut.
+    let page = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "https://127.0.0.1:8443/"])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&page.stdout).to_lowercase();
+    assert!(
+        page.contains("waiting") || page.contains("esperando"),
+        "{page}"
+    );
     let fp1 = std::fs::read(keys.join("ssh_host_rsa_key.pub")).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
