@@ -3,7 +3,9 @@
 //! - each package is live exactly once, or in quarantine with a reason, or (upload
 //!   incomplete) absent — never lost, never half-published;
 //! - the previous live cut keeps being the live cut until the new one is complete;
-//! - leftover build directories are cleaned at start, and the recovery is an incident.
+//! - leftover build directories are cleaned at start, and the recovery is an incident;
+//! - a verification slower than `close_timeout_secs` answers the uploader OK at the timeout
+//!   and still publishes (test-only delay `DIFUSOR_TEST_SLOW_INGEST_MS`).
 
 mod common;
 
@@ -43,6 +45,10 @@ impl Instance {
     }
 
     fn start(&self, crash_at: Option<&str>) -> Child {
+        self.start_env(crash_at, &[])
+    }
+
+    fn start_env(&self, crash_at: Option<&str>, env: &[(&str, &str)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_difusor"));
         cmd.args(["serve", "--config", "difusor.toml"])
             .current_dir(self.dir.path())
@@ -57,6 +63,7 @@ impl Instance {
         if let Some(step) = crash_at {
             cmd.env("DIFUSOR_TEST_CRASH_AT", step);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -328,4 +335,46 @@ fn a_kill_during_the_upload_leaves_the_package_absent_and_the_live_cut_serving()
         incoming.iter().map(|e| e.path()).collect::<Vec<_>>()
     );
     assert_eq!(inst.manifests().len(), 1);
+}
+
+#[test]
+fn a_slow_verification_answers_the_close_after_the_timeout_and_still_publishes() {
+    let inst = Instance::new();
+    let cfg = inst.dir.path().join("difusor.toml");
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str("[ingest]\nclose_timeout_secs = 1\n");
+    std::fs::write(&cfg, toml).unwrap();
+    let server = inst.start_env(None, &[("DIFUSOR_TEST_SLOW_INGEST_MS", "4000")]);
+    let cut = CutTime {
+        y: 2024,
+        mo: 6,
+        d: 2,
+        h: 20,
+        mi: 0,
+    };
+    let started = Instant::now();
+    let o = inst.push(
+        &cut.name(".zip"),
+        &packages::zip_bytes(&packages::full_site(&cut, 1)),
+        &[],
+    );
+    let took = started.elapsed();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        took < Duration::from_secs(4),
+        "the close was answered at the timeout, not after processing: {took:?}"
+    );
+    assert!(
+        inst.live().is_none(),
+        "still verifying when the client got its answer"
+    );
+    eventually("the package to be published anyway", || {
+        inst.live().is_some()
+    });
+    kill(server);
+    assert!(
+        std::fs::read_to_string(inst.dir.path().join("server.log"))
+            .unwrap()
+            .contains("answering the upload's close with OK")
+    );
 }

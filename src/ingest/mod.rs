@@ -125,6 +125,17 @@ fn crash_point(step: &str) {
     }
 }
 
+/// Test-only slow pipeline: `DIFUSOR_TEST_SLOW_INGEST_MS=<n>` delays each package by n ms, so
+/// the tests can see the uploader's close answered at `close_timeout_secs`.
+fn test_delay() {
+    if let Some(ms) = std::env::var("DIFUSOR_TEST_SLOW_INGEST_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
@@ -206,6 +217,7 @@ impl Pipeline {
         let received_at = now();
         // Provenance was saved to state/pending/ when the upload event arrived (see `run`).
         let _ = self.store.journal("received", &name, None);
+        test_delay();
         let build = self.store.begin_cut(&format!(
             "job-{}-{}",
             std::process::id(),
