@@ -723,13 +723,6 @@ mod tests {
         tgz_kind(&tgz(entries), &Limits::default())
     }
 
-    fn links() -> Limits {
-        Limits {
-            allow_links: true,
-            ..Limits::default()
-        }
-    }
-
     fn ok_entry() -> T {
         T::file("index.html", b"<html></html>\n")
     }

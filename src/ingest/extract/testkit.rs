@@ -27,6 +27,14 @@ pub const S_IFLNK: u32 = 0o120000;
 pub const S_IFCHR: u32 = 0o020000;
 pub const S_IFIFO: u32 = 0o010000;
 
+/// The default limits with links allowed (inside the cut).
+pub fn links() -> super::Limits {
+    super::Limits {
+        allow_links: true,
+        ..super::Limits::default()
+    }
+}
+
 pub fn deflate(data: &[u8]) -> Vec<u8> {
     // Level 6: zlib-rs' level 1 only reaches ~100:1 on zeros, too little for bomb tests.
     let mut e = DeflateEncoder::new(Vec::new(), Compression::default());

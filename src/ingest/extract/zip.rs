@@ -1161,13 +1161,6 @@ mod tests {
         zip_kind(&zip(entries), &Limits::default())
     }
 
-    fn links() -> Limits {
-        Limits {
-            allow_links: true,
-            ..Limits::default()
-        }
-    }
-
     fn ok_entry() -> Z {
         Z::new("index.html", b"<html></html>\n")
     }
