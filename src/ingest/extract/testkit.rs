@@ -28,10 +28,10 @@ pub const S_IFCHR: u32 = 0o020000;
 pub const S_IFIFO: u32 = 0o010000;
 
 /// The default limits with links allowed (inside the cut).
-pub fn links() -> super::Limits {
-    super::Limits {
+pub fn links() -> Limits {
+    Limits {
         allow_links: true,
-        ..super::Limits::default()
+        ..Limits::default()
     }
 }
 
