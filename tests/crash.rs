@@ -292,23 +292,13 @@ fn a_kill_during_the_upload_leaves_the_package_absent_and_the_live_cut_serving()
     )
     .unwrap();
     let mut client = Command::new("sftp")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-l",
-            "4000",
-            "-i",
-        ])
-        .arg(&inst.key.private)
-        .args(["-P", &inst.port.to_string(), "-b"])
-        .arg(&batch)
-        .arg("institute@127.0.0.1")
+        .args(sftp_args(
+            inst.port,
+            "institute",
+            &inst.key.private,
+            &batch,
+            &["-l", "4000"],
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

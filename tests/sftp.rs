@@ -341,21 +341,13 @@ async fn non_utf8_names_are_refused() {
     bytes.extend_from_slice(b"\xff\xfe.zip\n");
     std::fs::write(&batch, bytes).unwrap();
     let o = tokio::process::Command::new("sftp")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-i",
-        ])
-        .arg(&key.private)
-        .args(["-P", &srv.addr.port().to_string(), "-b"])
-        .arg(&batch)
-        .arg(format!("{PUBLISHER}@127.0.0.1"))
+        .args(sftp_args(
+            srv.addr.port(),
+            PUBLISHER,
+            &key.private,
+            &batch,
+            &[],
+        ))
         .output()
         .await
         .unwrap();
@@ -461,23 +453,13 @@ async fn interrupted_upload_leaves_nothing_and_raises_no_event() {
     std::fs::write(&batch, format!("put {} cut.zip\n", local.display())).unwrap();
     // Throttled to ~8 Mbit/s so the upload is surely in progress when the client dies.
     let mut child = tokio::process::Command::new("sftp")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-l",
-            "8000",
-            "-i",
-        ])
-        .arg(&key.private)
-        .args(["-P", &srv.addr.port().to_string(), "-b"])
-        .arg(&batch)
-        .arg(format!("{PUBLISHER}@127.0.0.1"))
+        .args(sftp_args(
+            srv.addr.port(),
+            PUBLISHER,
+            &key.private,
+            &batch,
+            &["-l", "8000"],
+        ))
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -207,19 +207,34 @@ fn client_opts(key: &Path) -> Vec<String> {
     ]
 }
 
+/// The arguments of a non-interactive stock `sftp -b batch_file` run as `user` (for tests
+/// that spawn the client themselves, e.g. to kill it mid-upload).
+pub fn sftp_args(
+    port: u16,
+    user: &str,
+    key: &Path,
+    batch_file: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = client_opts(key);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend([
+        "-P".to_owned(),
+        port.to_string(),
+        "-b".to_owned(),
+        batch_file.display().to_string(),
+    ]);
+    args.push(format!("{user}@127.0.0.1"));
+    args
+}
+
 /// Runs stock `sftp -b` with `batch` (one command per line) as `user`.
 pub async fn sftp(addr: SocketAddr, user: &str, key: &Path, batch: &str, extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("batch");
     std::fs::write(&b, batch).unwrap();
     let mut cmd = tokio::process::Command::new("sftp");
-    cmd.args(client_opts(key))
-        .args(extra)
-        .arg("-P")
-        .arg(addr.port().to_string())
-        .arg("-b")
-        .arg(&b)
-        .arg(format!("{user}@127.0.0.1"))
+    cmd.args(sftp_args(addr.port(), user, key, &b, extra))
         .stdin(Stdio::null());
     run(cmd).await
 }
