@@ -187,10 +187,11 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         let _ = store.record_incident(&Incident {
             time: time::OffsetDateTime::now_utc(),
             severity: Severity::Warning,
-            kind: "crash-recovery".to_owned(),
+            kind: crate::store::manifest::kinds::CRASH_RECOVERY.to_owned(),
             package: None,
             uploader: None,
             reason,
+            subject: None,
         });
     }
     let mut vfs = Vfs::open(&cfg.data_dir).map_err(StartError::Vfs)?;

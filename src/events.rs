@@ -79,6 +79,9 @@ pub struct CutPublished {
     pub cut_id: String,
     pub cut_dir: PathBuf,
     pub manifest: crate::store::Manifest,
+    /// The cut that was live just before this one (whatever the publish mode), so followers
+    /// can tell what changed (`store::diff`). Its directory may be pruned (`keep_cuts`).
+    pub previous_live: Option<String>,
     /// Packages in history now (including this one).
     pub packages_in_history: usize,
 }

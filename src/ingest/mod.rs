@@ -296,10 +296,11 @@ impl Pipeline {
         let incident = Incident {
             time: at,
             severity: Severity::Warning,
-            kind: "package-rejected".to_owned(),
+            kind: crate::store::manifest::kinds::PACKAGE_REJECTED.to_owned(),
             package: Some(name.to_owned()),
             uploader: Some(job.uploader.clone()),
             reason,
+            subject: None,
         };
         if let Err(e) = self.store.record_incident(&incident) {
             tracing::error!(error = %e, "could not record the incident");
@@ -401,7 +402,9 @@ impl Pipeline {
             uncompressed_bytes: extracted.uncompressed_bytes,
             cut_time,
             mode: self.cfg.mode.as_str().to_owned(),
-            previous_cut: previous.filter(|_| self.cfg.mode == PublishMode::Increment),
+            previous_cut: previous
+                .clone()
+                .filter(|_| self.cfg.mode == PublishMode::Increment),
             publish_seconds: None,
         };
         if let Err(e) = self.store.archive(&job.path, &manifest) {
@@ -436,6 +439,7 @@ impl Pipeline {
             cut_id: cut_id.clone(),
             cut_dir: self.store.cut_dir(&cut_id),
             manifest: manifest.clone(),
+            previous_live: previous,
             packages_in_history: self.store.manifests().len(),
         });
         match self.store.prune_cuts(self.cfg.keep_cuts) {
@@ -461,10 +465,11 @@ impl Pipeline {
             let _ = self.store.record_incident(&Incident {
                 time: now(),
                 severity: Severity::Warning,
-                kind: "crash-recovery".to_owned(),
+                kind: crate::store::manifest::kinds::CRASH_RECOVERY.to_owned(),
                 package: Some(name),
                 uploader: None,
                 reason: "the package was received before a restart but not yet published; processing it now".to_owned(),
+                subject: None,
             });
             let me = Arc::clone(&self);
             let _ = tokio::task::spawn_blocking(move || me.process(&job)).await;

@@ -58,9 +58,77 @@ pub struct Incident {
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
     pub severity: Severity,
-    /// Closed set: `package-rejected`, `crash-recovery`, …
+    /// One of [`kinds`]'s constants.
     pub kind: String,
     pub package: Option<String>,
     pub uploader: Option<String>,
     pub reason: String,
+    /// What the incident is about when it is not a package: a notifier's, mirror target's or
+    /// source's name. A closing incident ([`closes`]) ends only the conditions of its subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// The closed set of incident kinds. Some open a condition that a later incident closes
+/// ([`closes`]); the memoria técnica reports those with a duration.
+pub mod kinds {
+    /// A package was refused (quarantined); instant.
+    pub const PACKAGE_REJECTED: &str = "package-rejected";
+    /// A restart found an interrupted publication and finished or undid it; instant.
+    pub const CRASH_RECOVERY: &str = "crash-recovery";
+    /// No cut for one expected period (warning); closed by [`CUTS_RESUMED`].
+    pub const CUT_LATE: &str = "cut-late";
+    /// No cut for the critical number of periods (critical: the contracts disconnect a
+    /// difusor after three); closed by [`CUTS_RESUMED`].
+    pub const CUTS_MISSED: &str = "cuts-missed";
+    /// A cut went live after a late/missed period.
+    pub const CUTS_RESUMED: &str = "cuts-resumed";
+    /// Free space on the data directory is below what must be kept; closed by [`DISK_OK`].
+    pub const DISK_LOW: &str = "disk-low";
+    pub const DISK_OK: &str = "disk-ok";
+    /// The HTTPS certificate expires soon (or has expired); closed by [`CERTIFICATE_OK`].
+    pub const CERTIFICATE_EXPIRING: &str = "certificate-expiring";
+    pub const CERTIFICATE_OK: &str = "certificate-ok";
+    /// A notifier (webhook, command, CDN purge) gave up after its retries; closed by
+    /// [`NOTIFY_RECOVERED`] (the same notifier succeeded again).
+    pub const NOTIFY_FAILED: &str = "notify-failed";
+    pub const NOTIFY_RECOVERED: &str = "notify-recovered";
+    /// An object-storage mirror target is unreachable or failing; closed by [`MIRROR_RECOVERED`].
+    pub const MIRROR_FAILED: &str = "mirror-failed";
+    pub const MIRROR_RECOVERED: &str = "mirror-recovered";
+    /// A pull source (S3 / HTTPS) fails; closed by [`SOURCE_RECOVERED`].
+    pub const SOURCE_FAILED: &str = "source-failed";
+    pub const SOURCE_RECOVERED: &str = "source-recovered";
+
+    pub const ALL: &[&str] = &[
+        PACKAGE_REJECTED,
+        CRASH_RECOVERY,
+        CUT_LATE,
+        CUTS_MISSED,
+        CUTS_RESUMED,
+        DISK_LOW,
+        DISK_OK,
+        CERTIFICATE_EXPIRING,
+        CERTIFICATE_OK,
+        NOTIFY_FAILED,
+        NOTIFY_RECOVERED,
+        MIRROR_FAILED,
+        MIRROR_RECOVERED,
+        SOURCE_FAILED,
+        SOURCE_RECOVERED,
+    ];
+}
+
+/// The kinds of open condition an incident of `kind` ends (empty for most kinds), for the
+/// same `subject`: `notify-recovered` for "cdn" does not close the "webhook" notifier's failure.
+pub fn closes(kind: &str) -> &'static [&'static str] {
+    match kind {
+        kinds::CUTS_RESUMED => &[kinds::CUT_LATE, kinds::CUTS_MISSED],
+        kinds::DISK_OK => &[kinds::DISK_LOW],
+        kinds::CERTIFICATE_OK => &[kinds::CERTIFICATE_EXPIRING],
+        kinds::NOTIFY_RECOVERED => &[kinds::NOTIFY_FAILED],
+        kinds::MIRROR_RECOVERED => &[kinds::MIRROR_FAILED],
+        kinds::SOURCE_RECOVERED => &[kinds::SOURCE_FAILED],
+        _ => &[],
+    }
 }

@@ -25,6 +25,8 @@ pub use manifest::{Incident, Manifest, Severity};
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Every recorded incident is also announced here (notifiers, metrics); clones share it.
+    incidents_tx: tokio::sync::broadcast::Sender<Incident>,
 }
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -78,6 +80,7 @@ impl Store {
     pub fn open(root: &Path) -> io::Result<Store> {
         let s = Store {
             root: root.to_owned(),
+            incidents_tx: tokio::sync::broadcast::channel(256).0,
         };
         for d in [
             s.incoming_dir(),
@@ -256,9 +259,18 @@ impl Store {
         Ok(dest)
     }
 
+    /// Appends `i` to `state/incidents.jsonl` (fsynced) and announces it to subscribers.
     pub fn record_incident(&self, i: &Incident) -> io::Result<()> {
         let line = serde_json::to_string(i).map_err(io::Error::other)?;
-        append_line(&self.incidents_path(), &line)
+        let written = append_line(&self.incidents_path(), &line);
+        // Announced even when the disk refused it: a notifier may be the only one to tell.
+        let _ = self.incidents_tx.send(i.clone());
+        written
+    }
+
+    /// Incidents recorded through this store (or a clone of it) from now on.
+    pub fn subscribe_incidents(&self) -> tokio::sync::broadcast::Receiver<Incident> {
+        self.incidents_tx.subscribe()
     }
 
     pub fn incidents(&self) -> Vec<Incident> {

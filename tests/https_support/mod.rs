@@ -126,6 +126,7 @@ pub fn event(id: &str, cut_dir: &Path) -> CutPublished {
         cut_id: id.to_owned(),
         cut_dir: cut_dir.to_owned(),
         manifest: manifest(id),
+        previous_live: None,
         packages_in_history: 3,
     }
 }
