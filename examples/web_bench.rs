@@ -76,7 +76,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await??;
     let live = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(snap));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = difusor::web::start(&cfg, &args.logs, &args.logs, live, stop_rx).await?;
+    let server = difusor::web::start(
+        &cfg,
+        &args.logs,
+        &args.logs,
+        live,
+        std::sync::Arc::new(difusor::monitor::metrics::Metrics::new()),
+        stop_rx,
+    )
+    .await?;
     println!("listening {}", server.https_addr);
     tokio::signal::ctrl_c().await?;
     let _ = stop_tx.send(true);

@@ -16,6 +16,9 @@ use crate::config::{Config, Role, UserConfig};
 use crate::events::{self, UploadReceiver};
 use crate::ingest::Pipeline;
 use crate::keys::{self, ClientKeyType};
+use crate::monitor::admin::{self, AdminContext};
+use crate::monitor::metrics::Metrics;
+use crate::monitor::watch::Monitor;
 use crate::ssh::{self, auth::UserDb, defender::Defender, transfer::Transfers};
 use crate::store::{Incident, Severity, Store};
 use crate::vfs::Vfs;
@@ -41,6 +44,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen for the admin pages on {addr}: {source} (set admin.listen, or \"off\")")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mirror(#[from] crate::mirror::MirrorError),
 }
 
 /// A running difusor.
@@ -54,6 +64,13 @@ pub struct Running {
     pub uploads: Option<UploadReceiver>,
     pub ssh: Arc<ssh::Shared>,
     pub pipeline: Arc<Pipeline>,
+    /// The object-storage mirror (`[[mirror.s3]]`); None when no target is configured.
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
+    pub metrics: Arc<Metrics>,
+    pub monitor: Arc<Monitor>,
+    pub notifiers: crate::notify::Notifiers,
+    /// The admin listener (metrics, status page); None when `admin.listen = "off"`.
+    pub admin_addr: Option<SocketAddr>,
     /// Packages found in incoming at start (interrupted by a crash), taken before the SSH
     /// server accepted anything.
     backlog: Vec<crate::ingest::Job>,
@@ -162,6 +179,13 @@ fn first_start_keys(cfg: &Config) -> Result<(), StartError> {
 pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     mkdir(&cfg.data_dir)?;
     mkdir(&cfg.keys_dir)?;
+    // SECURITY: private keys live here; only difusor's user may list them.
+    if let Err(e) = std::fs::set_permissions(
+        &cfg.keys_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    ) {
+        tracing::warn!(dir = %cfg.keys_dir.display(), error = %e, "cannot make the keys directory private");
+    }
     first_start_keys(cfg)?;
 
     let host_keys = keys::load_or_generate_host_keys(&cfg.keys_dir)?;
@@ -213,24 +237,46 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     );
     let vfs = Arc::new(vfs);
     let site = initial_site(cfg, &store).await;
-    let pipeline = Arc::new(Pipeline::new(store, cfg.ingest.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let pipeline = Arc::new(Pipeline::new(
+        store.clone(),
+        cfg.ingest.clone(),
+        Arc::clone(&metrics),
+    ));
     // Subscribed before ingest can publish anything: no cut is missed.
     tokio::spawn(crate::publish::follow(
         Arc::clone(&site),
         pipeline.subscribe(),
         cfg.web.cache_rules(),
     ));
+    // Object-storage targets: own tasks; subscribed here, before ingest can publish.
+    let mirror = crate::mirror::Mirror::start(
+        &cfg.mirror,
+        store.clone(),
+        cfg.web.cache_rules(),
+        pipeline.subscribe(),
+    )?;
+    // Webhooks, command hooks, CDN purge: own tasks and queues, never in the publish path.
+    let notifiers = crate::notify::start(
+        cfg.notify.clone(),
+        pipeline.store().clone(),
+        pipeline.subscribe(),
+        pipeline.store().subscribe_incidents(),
+    );
     let (tx, uploads) = events::upload_channel();
     let shared = Arc::new(ssh::Shared {
         cfg: cfg.ssh.clone(),
         users,
         defender: Defender::new(cfg.ssh.defender.clone()),
         vfs,
-        transfers: Arc::new(Transfers::new(tx)),
+        transfers: Arc::new(Transfers::new(tx.clone())),
         verdict_timeout: cfg.ingest.close_timeout,
+        metrics: Arc::clone(&metrics),
     });
     let backlog = pipeline.backlog();
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Packages fetched from the institute go through the same door as SFTP uploads.
+    crate::sources::start(&cfg.sources, pipeline.store(), tx, shutdown.subscribe());
     let server = ssh::SshServer::start(
         Arc::clone(&shared),
         host_keys.into_iter().map(|h| h.key).collect(),
@@ -246,6 +292,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         &cfg.keys_dir,
         &cfg.data_dir.join("logs"),
         Arc::clone(&site),
+        Arc::clone(&metrics),
         shutdown.subscribe(),
     )
     .await?;
@@ -254,8 +301,47 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         certificate = %web.tls.fingerprint(),
         "https listening"
     );
+    let tls = Arc::clone(&web.tls);
+    let monitor = Monitor::new(
+        cfg.monitor.clone(),
+        store.clone(),
+        Arc::clone(&site),
+        Arc::clone(&metrics),
+        Box::new(move || tls.not_after()),
+    );
+    web.set_health_probe(Some(monitor.health_probe()));
+    tokio::spawn(Arc::clone(&monitor).run(shutdown.subscribe()));
+    let admin_addr = match cfg.admin.listen {
+        Some(addr) => {
+            let ctx = AdminContext {
+                store: store.clone(),
+                monitor: Arc::clone(&monitor),
+                metrics: Arc::clone(&metrics),
+                web: web.gauges(),
+                notifier_failures: Some({
+                    let n = notifiers.clone();
+                    Arc::new(move || {
+                        n.stats()
+                            .into_iter()
+                            .map(|s| (s.name, s.failures))
+                            .collect()
+                    })
+                }),
+            };
+            let a = admin::start(addr, ctx, shutdown.subscribe())
+                .await
+                .map_err(|source| StartError::Admin { addr, source })?;
+            Some(a.addr)
+        }
+        None => None,
+    };
     Ok(Running {
         ssh_addr: server.local_addr,
+        mirror,
+        metrics,
+        monitor,
+        notifiers,
+        admin_addr,
         web,
         site,
         uploads: Some(uploads),

@@ -70,6 +70,18 @@ pub struct RawConfig {
     pub ingest: RawIngest,
     #[serde(default)]
     pub web: crate::web::config::RawWeb,
+    /// `[[notify]]`: webhooks, command hooks, CDN purges (see `notify::config`).
+    #[serde(default)]
+    pub notify: Vec<crate::notify::RawNotifier>,
+    #[serde(default)]
+    pub monitor: crate::monitor::config::RawMonitor,
+    #[serde(default)]
+    pub sources: crate::sources::config::RawSources,
+    #[serde(default)]
+    pub admin: crate::monitor::config::RawAdmin,
+    /// `[[mirror.s3]]`: object-storage targets every cut is mirrored to (see `mirror::config`).
+    #[serde(default)]
+    pub mirror: crate::mirror::RawMirror,
     pub users: Option<Vec<RawUser>>,
 }
 
@@ -172,6 +184,14 @@ pub struct Config {
     pub ssh: SshConfig,
     pub ingest: IngestConfig,
     pub web: crate::web::config::WebConfig,
+    /// Told about each published cut and incident (empty: nobody is).
+    pub notify: Vec<crate::notify::NotifierConfig>,
+    pub monitor: crate::monitor::config::MonitorConfig,
+    /// `[[sources.https]]`: packages fetched instead of pushed.
+    pub sources: crate::sources::SourcesConfig,
+    pub admin: crate::monitor::config::AdminConfig,
+    /// Object-storage targets (empty: nothing is mirrored).
+    pub mirror: crate::mirror::MirrorConfig,
     pub users: Vec<UserConfig>,
     /// True when `users` came from the defaults, not the file: the first start then makes the
     /// default publisher's key pair so a newcomer can push right away.
@@ -457,6 +477,11 @@ impl RawConfig {
             ssh,
             ingest,
             web,
+            notify: crate::notify::config::validate(self.notify, base_dir)?,
+            monitor: self.monitor.validate()?,
+            sources: self.sources.validate(base_dir)?,
+            admin: self.admin.validate()?,
+            mirror: self.mirror.validate(base_dir)?,
             users,
             default_users,
         })

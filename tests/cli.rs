@@ -55,8 +55,9 @@ fn first_start_without_config_makes_keys_and_prints_a_working_sftp_command() {
     // The embedded default ports are 2222 and 8443; run only if they are free (they are in CI).
     if std::net::TcpListener::bind("127.0.0.1:2222").is_err()
         || std::net::TcpListener::bind("127.0.0.1:8443").is_err()
+        || std::net::TcpListener::bind("127.0.0.1:9090").is_err()
     {
-        eprintln!("port 2222 or 8443 busy; skipping");
+        eprintln!("port 2222, 8443 or 9090 busy; skipping");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -194,7 +195,7 @@ fn keygen_makes_an_authorized_pem_key_and_prints_the_command() {
     let port = free_port();
     std::fs::write(
         dir.path().join("difusor.toml"),
-        format!("[web]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[[users]]\nname = \"ieqroo\"\nrole = \"publisher\"\nauthorized_keys = \"keys/ieqroo.pub\"\n[[users]]\nname = \"ops\"\nrole = \"operator\"\nauthorized_keys = \"keys/ops.pub\"\n"),
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[[users]]\nname = \"ieqroo\"\nrole = \"publisher\"\nauthorized_keys = \"keys/ieqroo.pub\"\n[[users]]\nname = \"ops\"\nrole = \"operator\"\nauthorized_keys = \"keys/ops.pub\"\n"),
     )
     .unwrap();
     for (user, kind) in [("ieqroo", "rsa"), ("ops", "ed25519")] {

@@ -34,7 +34,7 @@ impl Instance {
         let key = ssh_keygen(&dir.path().join("keys"), "institute", &["-t", "ed25519"]);
         std::fs::write(
             dir.path().join("difusor.toml"),
-            format!("[web]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[[users]]\nname = \"institute\"\nrole = \"publisher\"\nauthorized_keys = \"keys/institute.pub\"\n"),
+            format!("[admin]\nlisten = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[[users]]\nname = \"institute\"\nrole = \"publisher\"\nauthorized_keys = \"keys/institute.pub\"\n"),
         )
         .unwrap();
         Instance { dir, port, key }

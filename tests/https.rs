@@ -24,6 +24,7 @@
 //! - plain HTTP: redirect to HTTPS, or serving behind a proxy;
 //! - headless Chromium renders the site (screenshot in `target/test-artifacts/`).
 
+mod chromium;
 mod https_support;
 
 use std::io::Read;
@@ -960,62 +961,21 @@ async fn plain_http_serves_behind_a_trusted_proxy_with_the_forwarded_client() {
     assert!(logs.contains("\"client\":\"198.51.100.2\""), "{logs}");
 }
 
-/// Screenshots `url` with headless Chromium into `target/test-artifacts/<name>` and decodes it.
-async fn screenshot(url: &str, name: &str) -> (png::OutputInfo, Vec<u8>) {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("chromium is installed (apt-get install -y chromium)");
-    let shot = https_support::artifacts_dir().join(name);
-    let _ = std::fs::remove_file(&shot);
-    let profile = tempfile::tempdir().unwrap();
-    let status = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--ignore-certificate-errors",
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status();
-    let status = tokio::time::timeout(Duration::from_secs(90), status)
+/// Screenshots `url` at 1280×900 (Chromium runs on a blocking thread).
+async fn screenshot(url: &str, name: &'static str) -> chromium::Shot {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || chromium::screenshot(&url, name, 1280, 900))
         .await
-        .expect("chromium finished")
-        .unwrap();
-    assert!(status.success(), "chromium: {status}");
-    let data = std::fs::read(&shot).expect("screenshot written");
-    assert!(data.len() > 4000, "screenshot is only {} bytes", data.len());
-    let decoder = png::Decoder::new(std::io::Cursor::new(data));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (1280, 900));
-    (info, buf)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_chromium_renders_the_site_and_the_waiting_page() {
     let site = site_with_cut("").await;
-    let (info, buf) = screenshot(&site.url("/"), "https-home.png").await;
-    let px = info.color_type.samples();
+    let shot = screenshot(&site.url("/"), "https-home.png").await;
     // The page's purple background, not a blank white or an error page.
-    let purple = buf
-        .chunks(px)
-        .filter(|p| p.len() >= 3 && p[0] > 0x50 && p[0] < 0x90 && p[1] < 0x50 && p[2] > 0x70)
-        .count();
-    let total = (info.width * info.height) as usize;
+    let purple = shot.count(|p| p[0] > 0x50 && p[0] < 0x90 && p[1] < 0x50 && p[2] > 0x70);
+    let total = (shot.width * shot.height) as usize;
     assert!(
         purple > total / 4,
         "only {purple} of {total} pixels are the page's colour"
@@ -1030,16 +990,9 @@ async fn headless_chromium_renders_the_site_and_the_waiting_page() {
 
     // Before the first cut: the waiting page (light background, a white card with text).
     let waiting = start_site("", None).await;
-    let (info, buf) = screenshot(&waiting.url("/"), "https-waiting.png").await;
-    let px = info.color_type.samples();
-    let white = buf
-        .chunks(px)
-        .filter(|p| p.len() >= 3 && p[..3] == [255, 255, 255])
-        .count();
-    let dark = buf
-        .chunks(px)
-        .filter(|p| p.len() >= 3 && p[0] < 0x60 && p[1] < 0x60)
-        .count();
+    let shot = screenshot(&waiting.url("/"), "https-waiting.png").await;
+    let white = shot.count(|p| *p == [255, 255, 255]);
+    let dark = shot.count(|p| p[0] < 0x60 && p[1] < 0x60);
     assert!(white > 10_000, "no card: {white} white pixels");
     assert!(dark > 500, "no text: {dark} dark pixels");
 }

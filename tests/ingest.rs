@@ -10,7 +10,8 @@
 //!   incident, never changes the live cut, writes nothing outside the cut, and the uploader's
 //!   `sftp` fails and prints the reason
 //! - a rejected name may be re-sent and then succeeds; identical re-sends are not re-published
-//! - `.sha256` sidecars are enforced, and `require_checksum` demands one
+//! - `.sha256` sidecars are enforced (then consumed: deleted once published, quarantined with
+//!   a rejected package), and `require_checksum` demands one
 //! - non-package files stay in `/incoming` untouched
 //! - operators see `/history`, `/live`, `/quarantine` and `/status.json` read-only
 //! - the real PREP package from a past election publishes
@@ -435,10 +436,11 @@ async fn sidecar_checksums_are_enforced() {
     let good = format!("{}  {name}\n", sha256_hex(&bytes));
     let o = push(&srv, &key, &name, &bytes, Some(&good)).await;
     assert!(o.status.success(), "{}", text(&o));
-    // The sidecar stays in incoming untouched.
+    // The sidecar is consumed (its hash is the manifest's): incoming/ is clean for a re-send.
+    assert!(!srv.incoming().join(format!("{name}.sha256")).exists());
     assert_eq!(
-        std::fs::read_to_string(srv.incoming().join(format!("{name}.sha256"))).unwrap(),
-        good
+        srv.running.pipeline.store().manifests()[0].sha256,
+        sha256_hex(&bytes)
     );
     let next = cut.plus_minutes(15);
     let name2 = next.name(".zip");
@@ -456,6 +458,18 @@ async fn sidecar_checksums_are_enforced() {
         String::from_utf8_lossy(&o.stderr).contains("SHA-256 mismatch"),
         "{}",
         text(&o)
+    );
+    // The refused package's sidecar went to quarantine with it.
+    assert!(!srv.incoming().join(format!("{name2}.sha256")).exists());
+    let quarantined: Vec<String> = std::fs::read_dir(srv.root().join("data/quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantined
+            .iter()
+            .any(|n| n.ends_with(&format!("{name2}.sha256"))),
+        "{quarantined:?}"
     );
 
     let (srv, key, _) = ingest_server("[ingest]\nrequire_checksum = true\n").await;

@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{IngestConfig, PublishMode};
 use crate::events::{CutPublished, UploadCompleted, UploadReceiver, Verdict, rate};
+use crate::monitor::metrics::Metrics;
 use crate::store::{Incident, Manifest, Severity, Store};
 
 /// One package to process. Saved in `state/pending/` while it is processed, so a package
@@ -114,6 +115,7 @@ pub struct Pipeline {
     published: broadcast::Sender<CutPublished>,
     /// Names build directories uniquely within this process.
     next_job: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Test-only crash points: `DIFUSOR_TEST_CRASH_AT=<step>` aborts the process at that step so
@@ -141,13 +143,14 @@ fn now() -> OffsetDateTime {
 }
 
 impl Pipeline {
-    pub fn new(store: Store, cfg: IngestConfig) -> Pipeline {
+    pub fn new(store: Store, cfg: IngestConfig, metrics: Arc<Metrics>) -> Pipeline {
         let (published, _) = broadcast::channel(64);
         Pipeline {
             store,
             cfg,
             published,
             next_job: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -247,6 +250,12 @@ impl Pipeline {
                 .duration_since(job.upload_started)
                 .unwrap_or_default(),
         ) / 1e6;
+        match &outcome {
+            Ok(Outcome::Published(_)) => self.metrics.package(true, "published"),
+            Ok(Outcome::Duplicate(_)) => self.metrics.package(true, "duplicate"),
+            Ok(Outcome::Rejected { kind, .. }) => self.metrics.package(false, kind),
+            Err(rej) => self.metrics.package(false, &rej.kind),
+        }
         match outcome {
             Ok(o) => {
                 match &o {
@@ -263,6 +272,9 @@ impl Pipeline {
                     ),
                     Outcome::Rejected { .. } => {}
                 }
+                // The sidecar is consumed: its hash is the manifest's. Left behind, it
+                // would be checked against a corrected package re-sent under the name.
+                let _ = std::fs::remove_file(checksum::sidecar_path(&job.path));
                 o
             }
             Err(rej) => {
@@ -286,7 +298,12 @@ impl Pipeline {
         let reason = format!("{} ({})", rej.reason, rej.kind);
         match self.store.quarantine(&job.path, &reason, at) {
             Ok(p) => {
-                tracing::info!(package = %name, quarantined = %p.display(), "package quarantined")
+                tracing::info!(package = %name, quarantined = %p.display(), "package quarantined");
+                // The sidecar goes with it (evidence), leaving incoming/ clean for a re-send.
+                let sidecar = checksum::sidecar_path(&job.path);
+                if sidecar.exists() {
+                    let _ = std::fs::rename(&sidecar, checksum::sidecar_path(&p));
+                }
             }
             Err(e) => {
                 tracing::error!(package = %name, error = %e, "could not move the package to quarantine")
@@ -343,6 +360,7 @@ impl Pipeline {
                 .map_err(|e| Reject::new("io", format!("cannot start from the live cut: {e}")))?;
         }
         // PERF: hashing and extraction read the same file on the two cores at once.
+        let step = Instant::now();
         let limits = self.limits();
         let (sha, extracted) = std::thread::scope(|s| {
             let hasher = s.spawn(|| checksum::sha256_file(&job.path));
@@ -364,6 +382,7 @@ impl Pipeline {
             ));
         }
         let verified_at = now();
+        self.metrics.step("verify-extract", step.elapsed());
         crash_point("after-extract");
 
         // archive: the cut gets its id; identical packages are not published twice.
@@ -373,9 +392,11 @@ impl Pipeline {
             let _ = std::fs::remove_file(&job.path);
             return Ok(Outcome::Duplicate(cut_id));
         }
+        let step = Instant::now();
         self.store
             .finish_cut(tmp, &cut_id)
             .map_err(|e| Reject::new("io", format!("cannot finish the cut: {e}")))?;
+        self.metrics.step("sync-cut", step.elapsed());
         crash_point("after-cut");
         let size = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
         let mut manifest = Manifest {
@@ -407,6 +428,7 @@ impl Pipeline {
                 .filter(|_| self.cfg.mode == PublishMode::Increment),
             publish_seconds: None,
         };
+        let step = Instant::now();
         if let Err(e) = self.store.archive(&job.path, &manifest) {
             // Nothing is live yet: undo the cut so a re-send starts clean.
             let _ = std::fs::remove_dir_all(self.store.cut_dir(&cut_id));
@@ -417,13 +439,16 @@ impl Pipeline {
             ));
         }
         let _ = self.store.journal("archived", name, Some(&cut_id));
+        self.metrics.step("archive", step.elapsed());
         crash_point("after-archive");
 
         // publish.
+        let step = Instant::now();
         self.store
             .set_live(&cut_id)
             .map_err(|e| Reject::new("io", format!("cannot move the live pointer: {e}")))?;
         crash_point("after-live");
+        self.metrics.step("go-live", step.elapsed());
         let published_at = now();
         manifest.published_at = Some(published_at);
         manifest.publish_seconds = Some(
@@ -480,6 +505,7 @@ impl Pipeline {
         let me = Arc::clone(&self);
         tokio::spawn(async move {
             while let Some(mut ev) = uploads.recv().await {
+                me.metrics.upload(ev.size, ev.bytes_received, ev.duration());
                 let name = ev
                     .disk_path
                     .file_name()

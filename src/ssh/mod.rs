@@ -40,6 +40,7 @@ pub struct Shared {
     pub transfers: Arc<transfer::Transfers>,
     /// How long an upload's CLOSE waits for the pipeline's verdict.
     pub verdict_timeout: Duration,
+    pub metrics: Arc<crate::monitor::metrics::Metrics>,
 }
 
 /// A running SSH server.
@@ -146,6 +147,7 @@ impl SshServer {
                         return;
                     }
                 };
+                sh.metrics.ssh_connection();
                 let span = tracing::info_span!("ssh", conn = next_id, %peer);
                 let task = connection(Arc::clone(&sh), Arc::clone(&config), sock, peer, conn_shutdown.clone());
                 tokio::spawn(
@@ -230,7 +232,10 @@ async fn connection(
     let timed_out = watchdog.await.unwrap_or(false);
     let authenticated = state.authenticated.load(Ordering::Relaxed);
     if !authenticated && (state.attempted.load(Ordering::Relaxed) || timed_out) {
-        shared.defender.record_failure(listener::canonical_ip(peer));
+        shared.metrics.ssh_auth_failure();
+        if shared.defender.record_failure(listener::canonical_ip(peer)) {
+            shared.metrics.ssh_ban();
+        }
     }
     tracing::debug!(authenticated, "disconnected");
 }

@@ -132,3 +132,35 @@ pub fn closes(kind: &str) -> &'static [&'static str] {
         _ => &[],
     }
 }
+
+/// The conditions still open at the end of `incidents` (in recording order): opening
+/// incidents no later incident of a closing kind, for the same subject, has ended.
+pub fn open_conditions(incidents: &[Incident]) -> Vec<&Incident> {
+    let mut open: Vec<&Incident> = Vec::new();
+    for i in incidents {
+        let ends = closes(&i.kind);
+        if !ends.is_empty() {
+            open.retain(|o| !(ends.contains(&o.kind.as_str()) && o.subject == i.subject));
+        } else if ALL_CLOSABLE.contains(&i.kind.as_str()) {
+            // A repeat of an open condition (e.g. cut-late after a restart) keeps the first.
+            if !open
+                .iter()
+                .any(|o| o.kind == i.kind && o.subject == i.subject)
+            {
+                open.push(i);
+            }
+        }
+    }
+    open
+}
+
+/// Kinds that open a condition (some kind [`closes`] them).
+const ALL_CLOSABLE: &[&str] = &[
+    kinds::CUT_LATE,
+    kinds::CUTS_MISSED,
+    kinds::DISK_LOW,
+    kinds::CERTIFICATE_EXPIRING,
+    kinds::NOTIFY_FAILED,
+    kinds::MIRROR_FAILED,
+    kinds::SOURCE_FAILED,
+];

@@ -12,6 +12,7 @@
 //! only, never the live one), modify a file inside a finished cut, or point `live` at an
 //! incomplete cut.
 
+pub mod diff;
 pub mod manifest;
 pub mod status;
 
@@ -120,6 +121,15 @@ impl Store {
     }
     pub fn journal_path(&self) -> PathBuf {
         self.state_dir().join("journal.jsonl")
+    }
+    /// Health samples of the monitor (availability in the memoria técnica).
+    pub fn health_path(&self) -> PathBuf {
+        self.state_dir().join("health.jsonl")
+    }
+
+    /// Appends one health sample line (a JSON object) to `state/health.jsonl`.
+    pub fn record_health(&self, sample: &serde_json::Value) -> io::Result<()> {
+        append_line(&self.health_path(), &sample.to_string())
     }
     pub fn cut_dir(&self, cut_id: &str) -> PathBuf {
         self.cuts_dir().join(cut_id)

@@ -7,6 +7,24 @@ use serde_json::{Value, json};
 
 use super::Store;
 
+/// Space on the data directory: what history uses and what the filesystem has left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUse {
+    pub history_bytes: u64,
+    /// Available to difusor (not root-reserved blocks); None if the filesystem cannot say.
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+}
+
+pub fn disk_use(store: &Store) -> DiskUse {
+    let vfs = rustix::fs::statvfs(store.root()).ok();
+    DiskUse {
+        history_bytes: dir_bytes(&store.history_dir()),
+        free_bytes: vfs.as_ref().map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+        total_bytes: vfs.map(|s| s.f_blocks.saturating_mul(s.f_frsize)),
+    }
+}
+
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .into_iter()
@@ -36,9 +54,7 @@ pub fn status(store: &Store) -> Value {
         .and_then(|id| manifests.iter().find(|m| m.cut_id == id));
     let last = manifests.iter().max_by_key(|m| m.received_at);
     let last_incident = store.incidents().pop();
-    let free = rustix::fs::statvfs(store.root())
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .ok();
+    let disk = disk_use(store);
     json!({
         "live_cut": live,
         "live_cut_time": rfc3339(live_m.and_then(|m| m.cut_time)),
@@ -59,8 +75,8 @@ pub fn status(store: &Store) -> Value {
             "reason": i.reason,
         })),
         "disk": {
-            "history_bytes": dir_bytes(&store.history_dir()),
-            "free_bytes": free,
+            "history_bytes": disk.history_bytes,
+            "free_bytes": disk.free_bytes,
         },
     })
 }

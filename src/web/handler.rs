@@ -15,6 +15,7 @@
 //! later, from a handle the body owns), or panic on client input.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 
+use crate::monitor::metrics::{CacheClass, Metrics};
 use crate::publish::{Content, Entry, LiveSite, Snapshot, X_DIFUSOR_CUT};
 use crate::web::access_log::{AccessLog, Record};
 use crate::web::body::ServedBody;
@@ -50,6 +52,7 @@ pub struct State {
     pub public_host: Option<String>,
     /// The HTTPS listener's port, for redirects built from a request's host.
     pub https_port: u16,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the connection a request came in on is.
@@ -77,12 +80,18 @@ pub fn handle<B>(state: &State, conn: &ConnInfo, req: Request<B>) -> Resp {
     let snap = state.live.load();
     let client = client_addr::resolve(conn.peer, req.headers(), &state.trusted_proxies);
     let resp = respond(state, conn, &snap, &req, client, started);
+    let bytes = if req.method() == Method::HEAD {
+        0
+    } else {
+        http_body::Body::size_hint(resp.body()).exact().unwrap_or(0)
+    };
+    state.metrics.http_response(
+        resp.status().as_u16(),
+        CacheClass::of(resp.headers().get(CACHE_CONTROL).map(HeaderValue::as_bytes)),
+        bytes,
+        started.elapsed(),
+    );
     if state.log.enabled() {
-        let bytes = if req.method() == Method::HEAD {
-            0
-        } else {
-            http_body::Body::size_hint(resp.body()).exact().unwrap_or(0)
-        };
         let h = req.headers();
         state.log.log(Record::new(
             SystemTime::now(),
@@ -113,6 +122,7 @@ fn respond<B>(
     if let Some(limiter) = &state.limiter
         && let Err(wait) = limiter.check(client, now)
     {
+        state.metrics.http_rate_limited();
         let mut r = simple(snap, StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
         return r;

@@ -121,6 +121,31 @@ impl WebServer {
     pub fn open_connections(&self) -> usize {
         self.admission.open_connections()
     }
+
+    /// A handle the admin listener keeps to read the server's gauges.
+    pub fn gauges(&self) -> WebGauges {
+        WebGauges {
+            state: Arc::clone(&self.state),
+            admission: Arc::clone(&self.admission),
+        }
+    }
+}
+
+/// What the admin listener reads of a running web server (cheap to clone).
+#[derive(Clone)]
+pub struct WebGauges {
+    state: Arc<State>,
+    admission: Arc<Admission>,
+}
+
+impl WebGauges {
+    pub fn open_connections(&self) -> usize {
+        self.admission.open_connections()
+    }
+
+    pub fn dropped_log_lines(&self) -> u64 {
+        self.state.log.dropped()
+    }
 }
 
 /// Starts the HTTPS (and optional plain-HTTP) listeners serving `live`. The certificate is
@@ -130,6 +155,7 @@ pub async fn start(
     keys_dir: &Path,
     logs_dir: &Path,
     live: LiveSite,
+    metrics: Arc<crate::monitor::metrics::Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<WebServer, WebError> {
     let tls = {
@@ -173,6 +199,7 @@ pub async fn start(
         health: Default::default(),
         public_host: cfg.public_host.clone(),
         https_port: https_addr.port(),
+        metrics,
     });
     if state.limiter.is_some() {
         let st = Arc::clone(&state);
@@ -441,12 +468,17 @@ async fn connection(
             )
             .await
             {
-                Ok(Ok(s)) => s,
+                Ok(Ok(s)) => {
+                    state.metrics.tls_handshake("ok");
+                    s
+                }
                 Ok(Err(e)) => {
+                    state.metrics.tls_handshake("failed");
                     tracing::debug!(error = %e, "tls handshake failed");
                     return;
                 }
                 Err(_) => {
+                    state.metrics.tls_handshake("timeout");
                     tracing::debug!("tls handshake timed out");
                     return;
                 }

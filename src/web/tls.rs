@@ -269,6 +269,14 @@ impl Tls {
         }))
     }
 
+    /// When the certificate being served expires (None if it cannot be parsed).
+    pub fn not_after(&self) -> Option<time::OffsetDateTime> {
+        let ck = self.resolver.current.load();
+        let der = ck.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        Some(cert.validity().not_after.to_datetime())
+    }
+
     /// SHA-256 fingerprint of the certificate being served.
     pub fn fingerprint(&self) -> String {
         self.fingerprint.load().as_ref().clone()

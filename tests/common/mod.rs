@@ -1,7 +1,10 @@
 //! Shared test harness: a real difusor on an ephemeral loopback port in a temp dir, driven by
 //! the real OpenSSH clients.
 #![allow(dead_code)]
+pub mod garage;
 pub mod packages;
+pub mod pkgserver;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -110,6 +113,9 @@ async fn start(
     }
     if !extra.contains("[web]") {
         toml.push_str("[web]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    if !extra.contains("[admin]") {
+        toml.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
     }
     for u in users {
         toml.push_str(&format!(

@@ -165,6 +165,7 @@ pub async fn start_site_as(web_toml: &str, id: &str, initial: Option<&[(&str, Ve
         &dir.path().join("keys"),
         &dir.path().join("logs"),
         Arc::clone(&live),
+        Arc::new(difusor::monitor::metrics::Metrics::new()),
         stop_rx,
     )
     .await
@@ -194,6 +195,7 @@ pub async fn start_site_result(web_toml: &str) -> Result<WebServer, web::WebErro
         &dir.path().join("keys"),
         &dir.path().join("logs"),
         live,
+        Arc::new(difusor::monitor::metrics::Metrics::new()),
         stop_rx,
     )
     .await
@@ -304,11 +306,4 @@ pub async fn openssl_handshakes(addr: SocketAddr, flag: &str) -> (bool, String) 
     let ok = text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate");
     let cipher_ok = !text.contains("Cipher is (NONE)") && !text.contains("Cipher    : 0000");
     (ok && cipher_ok, text)
-}
-
-/// A temp dir under `target/test-artifacts/` that is kept after the test.
-pub fn artifacts_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

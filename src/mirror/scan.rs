@@ -1,0 +1,238 @@
+//! What a cut publishes, file by file, as the mirror needs it: key, source file, SHA-256,
+//! size, `Content-Type` and `Cache-Control`.
+//!
+//! Owns: [`scan_cut`], the same selection the HTTPS snapshot makes (`publish`: regular files;
+//! symlinks only when they resolve to a file inside the cut, as a copy of it; dotfiles only
+//! with `web.serve_dotfiles`; names the request decoder would refuse are skipped), and
+//! [`HashCache`], which keeps the SHA-256 of a file by inode so the hard links of an increment
+//! (same device and inode as in the previous cut) are not read again.
+//!
+//! Must never: write anything, follow a link out of the cut, or read a file into memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::client::{Bucket, ObjectHeaders, hex};
+use crate::web::cache_control::CacheRules;
+use crate::web::content_type;
+
+/// One object the cut puts in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutFile {
+    /// Where its bytes are on disk (for a symlink: the file it resolves to).
+    pub source: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub headers: ObjectHeaders,
+}
+
+/// Identity of a file's bytes on disk: an unchanged hard link keeps all of these (not the
+/// ctime, which `link(2)` itself changes). Cut files are never written after the cut is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        }
+    }
+}
+
+/// SHA-256 by inode, kept from one scan to the next (only what the last scan saw).
+#[derive(Debug, Default)]
+pub struct HashCache {
+    by_stamp: HashMap<Stamp, String>,
+    /// Files hashed (not found in the cache) by the last scan.
+    pub last_hashed: usize,
+}
+
+/// The cut's files by key (path inside the cut, `/`-separated).
+pub type CutFiles = BTreeMap<String, CutFile>;
+
+/// Lists and hashes every file of `cut_dir` that the HTTPS server would serve. Blocking.
+pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io::Result<CutFiles> {
+    let root = cut_dir.canonicalize()?;
+    let mut found = Vec::new();
+    let mut links = Vec::new();
+    walk(
+        &root,
+        String::new(),
+        rules.serve_dotfiles,
+        &mut found,
+        &mut links,
+    )?;
+    let mut next: HashMap<Stamp, String> = HashMap::with_capacity(found.len());
+    let mut hashed = 0usize;
+    let mut by_path: HashMap<PathBuf, (String, u64)> = HashMap::with_capacity(found.len());
+    let mut out = CutFiles::new();
+    for (key, path) in found {
+        let meta = fs::symlink_metadata(&path)?;
+        let stamp = Stamp::of(&meta);
+        let sha = match cache.by_stamp.get(&stamp).or_else(|| next.get(&stamp)) {
+            Some(s) => s.clone(),
+            None => {
+                hashed += 1;
+                sha256_file(&path)?
+            }
+        };
+        next.insert(stamp, sha.clone());
+        by_path.insert(path.clone(), (sha.clone(), meta.size()));
+        if !Bucket::valid_key(&key) {
+            tracing::warn!(key = %key, "file name cannot be an object key; not mirrored");
+            continue;
+        }
+        out.insert(
+            key.clone(),
+            CutFile {
+                source: path,
+                sha256: sha,
+                size: meta.size(),
+                headers: headers_for(&key, rules),
+            },
+        );
+    }
+    // Links inside the cut are copies of what they point at, as the snapshot serves them.
+    for (key, link) in links {
+        let Ok(target) = link.canonicalize() else {
+            continue;
+        };
+        if !target.starts_with(&root) || !Bucket::valid_key(&key) {
+            continue;
+        }
+        if let Some((sha, size)) = by_path.get(&target) {
+            out.insert(
+                key.clone(),
+                CutFile {
+                    source: target,
+                    sha256: sha.clone(),
+                    size: *size,
+                    headers: headers_for(&key, rules),
+                },
+            );
+        }
+    }
+    cache.by_stamp = next;
+    cache.last_hashed = hashed;
+    Ok(out)
+}
+
+/// The `Content-Type` and `Cache-Control` the HTTPS server sends for `key`.
+pub fn headers_for(key: &str, rules: &CacheRules) -> ObjectHeaders {
+    ObjectHeaders {
+        content_type: content_type::for_path(key).0.to_owned(),
+        cache_control: rules
+            .for_path(key)
+            .to_str()
+            .unwrap_or("no-cache")
+            .to_owned(),
+    }
+}
+
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = f.read(&mut buf)?;
+        let Some(chunk) = buf.get(..n) else { break };
+        if n == 0 {
+            break;
+        }
+        h.update(chunk);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Regular files and symlinks under `dir` by key; the same rules as the snapshot's walk.
+fn walk(
+    dir: &Path,
+    prefix: String,
+    dotfiles: bool,
+    files: &mut Vec<(String, PathBuf)>,
+    links: &mut Vec<(String, PathBuf)>,
+) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with('.') && !dotfiles {
+            continue;
+        }
+        if name.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
+            continue;
+        }
+        let key = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            walk(&entry.path(), key, dotfiles, files, links)?;
+        } else if ft.is_file() {
+            files.push((key, entry.path()));
+        } else if ft.is_symlink() {
+            links.push((key, entry.path()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_are_not_hashed_again_and_headers_follow_the_server() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        for c in [&a, &b] {
+            fs::create_dir_all(c.join("json")).unwrap();
+        }
+        fs::write(a.join("index.html"), "<h1>x</h1>").unwrap();
+        fs::write(a.join("json/main.json"), "{\"c\":1}").unwrap();
+        fs::write(a.join(".env"), "secret").unwrap();
+        std::os::unix::fs::symlink("index.html", a.join("alias.html")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", a.join("leak.txt")).unwrap();
+        let rules = CacheRules::defaults();
+        let mut cache = HashCache::default();
+        let one = scan_cut(&a, &rules, &mut cache).unwrap();
+        assert_eq!(
+            one.keys().collect::<Vec<_>>(),
+            ["alias.html", "index.html", "json/main.json"]
+        );
+        assert_eq!(cache.last_hashed, 2);
+        assert_eq!(one["alias.html"].sha256, one["index.html"].sha256);
+        assert_eq!(
+            one["json/main.json"].headers.cache_control,
+            "no-cache, no-store, must-revalidate"
+        );
+        assert_eq!(
+            one["json/main.json"].headers.content_type,
+            "application/json; charset=utf-8"
+        );
+        fs::hard_link(a.join("index.html"), b.join("index.html")).unwrap();
+        fs::write(b.join("json/main.json"), "{\"c\":2}").unwrap();
+        let two = scan_cut(&b, &rules, &mut cache).unwrap();
+        assert_eq!(cache.last_hashed, 1, "the hard link was not re-read");
+        assert_eq!(two["index.html"].sha256, one["index.html"].sha256);
+        assert_ne!(two["json/main.json"].sha256, one["json/main.json"].sha256);
+    }
+}
