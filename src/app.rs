@@ -257,12 +257,32 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         pipeline.subscribe(),
     )?;
     // Webhooks, command hooks, CDN purge: own tasks and queues, never in the publish path.
+    // With a mirror, the CDN is purged only once every target has the cut: purging before
+    // the new files are in the bucket would re-cache the old ones.
+    let (cdn, others): (Vec<_>, Vec<_>) = cfg
+        .notify
+        .iter()
+        .cloned()
+        .partition(|n| matches!(n.target, crate::notify::config::Target::Cloudflare(_)));
+    let (notify_now, cdn_after_mirror) = match &mirror {
+        Some(_) => (others, cdn),
+        None => (cfg.notify.clone(), Vec::new()),
+    };
     let notifiers = crate::notify::start(
-        cfg.notify.clone(),
+        notify_now,
         pipeline.store().clone(),
         pipeline.subscribe(),
         pipeline.store().subscribe_incidents(),
     );
+    let cdn_notifiers = match &mirror {
+        Some(m) if !cdn_after_mirror.is_empty() => Some(crate::notify::start(
+            cdn_after_mirror,
+            pipeline.store().clone(),
+            m.subscribe_mirrored(),
+            pipeline.store().subscribe_incidents(),
+        )),
+        _ => None,
+    };
     let (tx, uploads) = events::upload_channel();
     let shared = Arc::new(ssh::Shared {
         cfg: cfg.ssh.clone(),
@@ -319,14 +339,17 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
                 metrics: Arc::clone(&metrics),
                 web: web.gauges(),
                 notifier_failures: Some({
-                    let n = notifiers.clone();
+                    let all: Vec<_> = std::iter::once(notifiers.clone())
+                        .chain(cdn_notifiers.clone())
+                        .collect();
                     Arc::new(move || {
-                        n.stats()
-                            .into_iter()
+                        all.iter()
+                            .flat_map(|n| n.stats())
                             .map(|s| (s.name, s.failures))
                             .collect()
                     })
                 }),
+                mirror: mirror.clone(),
             };
             let a = admin::start(addr, ctx, shutdown.subscribe())
                 .await

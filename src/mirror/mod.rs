@@ -73,7 +73,7 @@ pub enum MirrorError {
 }
 
 /// How far one target is behind the live cut (for `/metrics` and the status page).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TargetLag {
     pub name: String,
     /// Cuts published since the one the bucket shows (0: up to date).

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::monitor::metrics::{self, Metrics, StateGauges};
+use crate::monitor::metrics::{self, Metrics, MirrorGauges, StateGauges};
 use crate::monitor::overview::{self, Overview, TrafficView};
 use crate::monitor::watch::{Level, Monitor};
 use crate::store::Store;
@@ -38,6 +38,7 @@ pub struct AdminContext {
     pub metrics: Arc<Metrics>,
     pub web: WebGauges,
     pub notifier_failures: Option<NotifierFailures>,
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 /// How often the status page reloads itself.
@@ -52,6 +53,7 @@ impl AdminContext {
             time::OffsetDateTime::now_utc(),
         );
         let (requests_total, bytes_total) = self.metrics.http_totals();
+        o.mirror = self.mirror.as_ref().map(|m| m.lag()).unwrap_or_default();
         o.traffic = Some(TrafficView {
             now: self.monitor.traffic_now(),
             open_connections: self.web.open_connections() as u64,
@@ -83,6 +85,16 @@ impl AdminContext {
                 .as_ref()
                 .map(|f| f())
                 .unwrap_or_default(),
+            mirror: o
+                .mirror
+                .iter()
+                .map(|l| MirrorGauges {
+                    name: l.name.clone(),
+                    cuts_behind: l.cuts_behind,
+                    seconds_behind: l.seconds_behind,
+                    healthy: l.healthy,
+                })
+                .collect(),
         });
     }
 }

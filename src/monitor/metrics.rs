@@ -129,6 +129,9 @@ pub struct Metrics {
     open_connections: Gauge,
     access_log_dropped: Gauge,
     notifier_failures: Family<NameLabels, Gauge>,
+    mirror_cuts_behind: Family<NameLabels, Gauge>,
+    mirror_seconds_behind: Family<NameLabels, Gauge<f64, AtomicU64>>,
+    mirror_up: Family<NameLabels, Gauge>,
     // HTTPS.
     http_requests: [[Counter; CacheClass::ALL.len()]; STATUS_SLOTS],
     http_duration: Histogram,
@@ -168,6 +171,16 @@ pub struct StateGauges {
     pub access_log_dropped: u64,
     /// Per notifier: failures so far.
     pub notifier_failures: Vec<(String, u64)>,
+    pub mirror: Vec<MirrorGauges>,
+}
+
+/// One object-storage target's lag.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorGauges {
+    pub name: String,
+    pub cuts_behind: u64,
+    pub seconds_behind: f64,
+    pub healthy: bool,
 }
 
 impl Default for Metrics {
@@ -309,6 +322,25 @@ impl Metrics {
             "Notifications (webhook, command, CDN purge) that failed after their retries",
             notifier_failures.clone(),
         );
+        let mirror_cuts_behind = Family::<NameLabels, Gauge>::default();
+        r.register(
+            "mirror_cuts_behind",
+            "Cuts published that the object-storage target does not show yet",
+            mirror_cuts_behind.clone(),
+        );
+        let mirror_seconds_behind = Family::<NameLabels, Gauge<f64, AtomicU64>>::default();
+        r.register_with_unit(
+            "mirror_behind",
+            "Since the oldest cut the target does not show yet went live (0 when up to date)",
+            Unit::Seconds,
+            mirror_seconds_behind.clone(),
+        );
+        let mirror_up = Family::<NameLabels, Gauge>::default();
+        r.register(
+            "mirror_up",
+            "1 while the target accepts the mirror's requests, 0 while mirror-failed is open",
+            mirror_up.clone(),
+        );
         let http = Family::<HttpLabels, Counter>::default();
         r.register(
             "http_requests",
@@ -376,6 +408,9 @@ impl Metrics {
             open_connections,
             access_log_dropped,
             notifier_failures,
+            mirror_cuts_behind,
+            mirror_seconds_behind,
+            mirror_up,
             http_requests,
             http_duration,
             http_bytes,
@@ -472,6 +507,18 @@ impl Metrics {
             self.notifier_failures
                 .get_or_create(&NameLabels { name: name.clone() })
                 .set(g(*failures));
+        }
+        for m in &s.mirror {
+            let l = NameLabels {
+                name: m.name.clone(),
+            };
+            self.mirror_cuts_behind
+                .get_or_create(&l)
+                .set(g(m.cuts_behind));
+            self.mirror_seconds_behind
+                .get_or_create(&l)
+                .set(m.seconds_behind);
+            self.mirror_up.get_or_create(&l).set(i64::from(m.healthy));
         }
     }
 

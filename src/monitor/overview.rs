@@ -83,6 +83,8 @@ pub struct Overview {
     pub disk: DiskView,
     /// Only from a running server.
     pub traffic: Option<TrafficView>,
+    /// Object-storage targets and how far behind they are (a running server with a mirror).
+    pub mirror: Vec<crate::mirror::TargetLag>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +188,7 @@ pub fn gather(store: &Store, cfg: &MonitorConfig, now: OffsetDateTime) -> Overvi
             required_history_fits: fits,
         },
         traffic: None,
+        mirror: Vec::new(),
     }
 }
 

@@ -128,6 +128,28 @@ pub fn render(o: &Overview, refresh_secs: u32) -> String {
             " — <b>would NOT fit</b>"
         }
     );
+    // Object-storage mirror.
+    if !o.mirror.is_empty() {
+        h.push_str("<section><h2>Mirror (object storage)</h2><table><tr><th>target</th><th>state</th><th class=\"r\">cuts behind</th><th class=\"r\">behind</th><th>bucket shows</th><th class=\"r\">uploads</th><th class=\"r\">failures</th></tr>");
+        for m in &o.mirror {
+            let (class, state) = match (m.healthy, m.cuts_behind) {
+                (false, _) => ("critical", "failing"),
+                (true, 0) => ("info", "up to date"),
+                (true, _) => ("warning", "catching up"),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td><span class=\"pill p-{class}\">{state}</span></td><td class=\"r\">{}</td><td class=\"r\">{}</td><td>{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td></tr>",
+                esc(&m.name),
+                m.cuts_behind,
+                human_duration(m.seconds_behind as i64),
+                esc(m.last_mirrored_cut.as_deref().unwrap_or("nothing yet")),
+                m.uploads_total,
+                m.failures_total
+            );
+        }
+        h.push_str("</table></section>");
+    }
     // Open conditions.
     if !o.open_conditions.is_empty() {
         h.push_str("<section><h2>Open conditions</h2><table>");
@@ -242,6 +264,7 @@ mod tests {
                 required_history_fits: false,
             },
             traffic: None,
+            mirror: vec![],
         };
         let html = render(&o, 10);
         assert!(!html.contains("<script"), "{html}");
