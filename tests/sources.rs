@@ -1,5 +1,6 @@
 //! Pull sources: difusor fetches packages from an institute's HTTPS service (a real TLS
-//! server on loopback, `tests/common/pkgserver.rs`) and publishes them like SFTP uploads.
+//! server on loopback, `tests/common/pkgserver.rs`) or S3 bucket (Garage) and publishes them
+//! like SFTP uploads.
 //!
 //! Behaviours covered:
 //! - a listing source picks up new packages in name order, with their `.sha256`, sends the
@@ -9,6 +10,8 @@
 //! - a single package URL is polled with `If-None-Match`, and an interrupted download resumes
 //!   with `Range` + `If-Range` instead of starting over
 //! - a source that fails for many polls raises one `source-failed`, then `source-recovered`
+//! - an S3 source (a real Garage server) picks up packages put in the institute's bucket,
+//!   under its prefix and pattern, with their sidecar, in name order
 
 mod common;
 
@@ -273,4 +276,84 @@ async fn a_failing_source_raises_one_incident_then_recovers() {
         kinds(&srv).contains(&"source-recovered".to_owned()) && manifests(&srv).len() == 1
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_source_picks_up_packages_put_in_the_institutes_bucket() {
+    let garage = common::garage::Garage::start().await;
+    let first = packages::zip_bytes(&packages::full_site(&CUT, 1));
+    let c2 = CUT.plus_minutes(15);
+    let second = packages::tar_gz_bytes(&packages::increment(&c2, 1));
+    garage
+        .put(&format!("paquetes/{}", CUT.name(".zip")), &first, None)
+        .await;
+    garage
+        .put(&format!("paquetes/{}", c2.name(".tar.gz")), &second, None)
+        .await;
+    let sidecar = packages::sidecar_for(&c2.name(".tar.gz"), &second);
+    garage
+        .put(
+            &format!("paquetes/{}.sha256", c2.name(".tar.gz")),
+            sidecar.as_bytes(),
+            None,
+        )
+        .await;
+    garage
+        .put("paquetes/LEEME.txt", b"not a package", None)
+        .await;
+    garage
+        .put("otro/20240602_2100_PREP.zip", &first, None)
+        .await;
+    let creds = tempfile::tempdir().unwrap();
+    let creds_file = creds.path().join("garage.credentials");
+    garage.write_credentials_file(&creds_file);
+    let srv = start_ingest_server(
+        &[User {
+            name: "institute",
+            role: "publisher",
+            keys: "keys/institute.pub",
+        }],
+        &format!(
+            "[[sources.s3]]\nname = \"ieqroo\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"paquetes/\"\nallow_http = true\ncredentials_file = \"{}\"\npoll_secs = 1\n",
+            garage.endpoint(),
+            garage.region(),
+            garage.bucket,
+            creds_file.display()
+        ),
+        |dir| {
+            ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]);
+        },
+    )
+    .await;
+    wait_for("two cuts from the bucket", Duration::from_secs(20), || {
+        manifests(&srv).len() == 2
+    })
+    .await;
+    let m = manifests(&srv);
+    assert_eq!(m[0].original_name, CUT.name(".zip"));
+    assert_eq!(m[1].original_name, c2.name(".tar.gz"));
+    assert_eq!(m[1].sha256, packages::sha256_hex(&second));
+    assert!(m.iter().all(|m| m.uploader == "source:ieqroo"), "{m:?}");
+    // A new package in the bucket is published on a later poll; nothing is fetched twice.
+    let c3 = c2.plus_minutes(15);
+    let third = packages::zip_bytes(&packages::increment(&c3, 1));
+    garage
+        .put(&format!("paquetes/{}", c3.name(".zip")), &third, None)
+        .await;
+    wait_for("the third cut", Duration::from_secs(15), || {
+        manifests(&srv).len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(manifests(&srv).len(), 3);
+    assert!(
+        !kinds(&srv).iter().any(|k| k == "source-failed"),
+        "{:?}",
+        kinds(&srv)
+    );
+    let store = srv.running.pipeline.store();
+    assert_eq!(
+        store.live().as_deref(),
+        Some(manifests(&srv)[2].cut_id.as_str())
+    );
 }

@@ -172,6 +172,8 @@ pub struct ObjectContent {
 pub struct Listed {
     pub key: String,
     pub size: u64,
+    /// The object's ETag (changes when the object is replaced).
+    pub e_tag: Option<String>,
 }
 
 /// A target's bucket: the S3 client and the key prefix.
@@ -358,11 +360,58 @@ impl Bucket {
                 out.push(Listed {
                     key: key.to_owned(),
                     size: meta.size,
+                    e_tag: meta.e_tag.clone(),
                 });
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// Streams `key` from byte `from` on, appending to `dest` (a pull source resuming an
+    /// interrupted download); the bytes written.
+    pub async fn download_to(&self, key: &str, dest: &Path, from: u64) -> Result<u64, BucketError> {
+        use tokio::io::AsyncWriteExt;
+        let location = self.location(key)?;
+        let opts = object_store::GetOptions {
+            range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+            ..Default::default()
+        };
+        let got = self.store.get_opts(&location, opts).await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dest)
+            .await?;
+        let mut written = 0u64;
+        let mut body = got.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        Ok(written)
+    }
+
+    /// A small object whole (a `.sha256` sidecar); None when it does not exist or is
+    /// larger than `limit`.
+    pub async fn read_small(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, BucketError> {
+        let location = self.location(key)?;
+        let got = match self.store.get(&location).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if got.meta.size > limit as u64 {
+            return Ok(None);
+        }
+        Ok(Some(got.bytes().await?.to_vec()))
     }
 
     /// Reads `key` back, hashing it as it streams; None when it does not exist.

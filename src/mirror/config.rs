@@ -139,166 +139,13 @@ impl RawMirror {
         let mut targets: Vec<S3Target> = Vec::with_capacity(self.s3.len());
         for (i, t) in self.s3.into_iter().enumerate() {
             let k = |field: &str| format!("mirror.s3[{i}].{field}");
-            let name = t.name.unwrap_or_default();
-            if !valid_name(&name) {
+            let target = t.validate_as(&format!("mirror.s3[{i}]"), base_dir)?;
+            if targets.iter().any(|o| o.name == target.name) {
                 return Err(invalid(
                     k("name"),
-                    format!(
-                        "{name:?} is not a valid target name (letters, digits, '.', '_', '-'; at most 64)"
-                    ),
+                    format!("target {:?} is defined twice", target.name),
                 ));
             }
-            if targets.iter().any(|o| o.name == name) {
-                return Err(invalid(
-                    k("name"),
-                    format!("target {name:?} is defined twice"),
-                ));
-            }
-            let allow_http = t.allow_http.unwrap_or(false);
-            let endpoint = match t.endpoint.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some(e) => {
-                    let e = e.trim_end_matches('/');
-                    let rest = if let Some(r) = e.strip_prefix("https://") {
-                        r
-                    } else if let Some(r) = e.strip_prefix("http://") {
-                        if !allow_http {
-                            return Err(invalid(
-                                k("endpoint"),
-                                format!("{e:?} is plain HTTP: set allow_http = true to use it"),
-                            ));
-                        }
-                        r
-                    } else {
-                        return Err(invalid(
-                            k("endpoint"),
-                            format!(
-                                "{e:?} is not a URL such as \"https://<account>.r2.cloudflarestorage.com\""
-                            ),
-                        ));
-                    };
-                    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-                        return Err(invalid(
-                            k("endpoint"),
-                            format!("{e:?} must be scheme://host[:port], without a path or user"),
-                        ));
-                    }
-                    Some(e.to_owned())
-                }
-            };
-            let bucket = t.bucket.unwrap_or_default();
-            if bucket.is_empty()
-                || bucket.len() > 255
-                || bucket.contains('/')
-                || bucket.chars().any(|c| c.is_control() || c.is_whitespace())
-            {
-                return Err(invalid(
-                    k("bucket"),
-                    format!("{bucket:?} is not a bucket name"),
-                ));
-            }
-            let region = t
-                .region
-                .filter(|r| !r.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_REGION.to_owned());
-            if region.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(invalid(k("region"), format!("{region:?} is not a region")));
-            }
-            let prefix = normalise_prefix(&k("prefix"), t.prefix.as_deref().unwrap_or(""))?;
-            let credentials = match t.credentials_file {
-                Some(f) => {
-                    if t.access_key_env.is_some()
-                        || t.secret_key_env.is_some()
-                        || t.session_token_env.is_some()
-                    {
-                        return Err(invalid(
-                            k("credentials_file"),
-                            "give either credentials_file or access_key_env/secret_key_env, not both",
-                        ));
-                    }
-                    if f.as_os_str().is_empty() {
-                        return Err(invalid(k("credentials_file"), "is empty"));
-                    }
-                    CredentialSource::File(if f.is_absolute() { f } else { base_dir.join(f) })
-                }
-                None => {
-                    let env = |field: &str, v: Option<String>, default: &str| {
-                        let v = v.unwrap_or_else(|| default.to_owned());
-                        if valid_env_name(&v) {
-                            Ok(v)
-                        } else {
-                            Err(invalid(
-                                k(field),
-                                format!(
-                                    "{v:?} is not an environment variable name (the secret itself never goes in the config)"
-                                ),
-                            ))
-                        }
-                    };
-                    CredentialSource::Env {
-                        access_key: env(
-                            "access_key_env",
-                            t.access_key_env,
-                            DEFAULT_ACCESS_KEY_ENV,
-                        )?,
-                        secret_key: env(
-                            "secret_key_env",
-                            t.secret_key_env,
-                            DEFAULT_SECRET_KEY_ENV,
-                        )?,
-                        session_token: env(
-                            "session_token_env",
-                            t.session_token_env,
-                            DEFAULT_SESSION_TOKEN_ENV,
-                        )?,
-                    }
-                }
-            };
-            let part_size = count(
-                &k("part_size_bytes"),
-                t.part_size_bytes,
-                8 << 20,
-                5 << 20,
-                5 << 30,
-            )?;
-            let multipart_threshold = count(
-                &k("multipart_threshold_bytes"),
-                t.multipart_threshold_bytes,
-                16 << 20,
-                5 << 20,
-                5 << 30,
-            )?;
-            let target = S3Target {
-                // The default: AWS has deprecated path-style addressing; other providers
-                // (R2, Garage, MinIO) are addressed by path.
-                path_style: t.path_style.unwrap_or(endpoint.is_some()),
-                name,
-                endpoint,
-                region,
-                bucket,
-                prefix,
-                allow_http,
-                credentials,
-                concurrency: count(&k("concurrency"), t.concurrency, 16, 1, 256)? as usize,
-                multipart_threshold,
-                part_size,
-                max_retries: count(&k("max_retries"), t.max_retries, 3, 0, 20)? as usize,
-                request_timeout: secs(
-                    &k("request_timeout_secs"),
-                    t.request_timeout_secs,
-                    120,
-                    1,
-                    3600,
-                )?,
-                max_backoff: secs(&k("max_backoff_secs"), t.max_backoff_secs, 60, 1, 3600)?,
-                delete_grace: secs(
-                    &k("delete_grace_secs"),
-                    t.delete_grace_secs,
-                    60,
-                    0,
-                    7 * 86_400,
-                )?,
-            };
             if let Some(o) = targets.iter().find(|o| {
                 o.endpoint == target.endpoint
                     && o.bucket == target.bucket
@@ -316,6 +163,162 @@ impl RawMirror {
             targets.push(target);
         }
         Ok(MirrorConfig { targets })
+    }
+}
+
+impl RawS3Target {
+    /// Validates one target's keys; errors name them under `key` (`mirror.s3[0]`,
+    /// `sources.s3[1]`: pull sources read buckets with the same settings).
+    pub fn validate_as(self, key: &str, base_dir: &Path) -> Result<S3Target, ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        let t = self;
+        let name = t.name.unwrap_or_default();
+        if !valid_name(&name) {
+            return Err(invalid(
+                k("name"),
+                format!(
+                    "{name:?} is not a valid target name (letters, digits, '.', '_', '-'; at most 64)"
+                ),
+            ));
+        }
+        let allow_http = t.allow_http.unwrap_or(false);
+        let endpoint = match t.endpoint.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => {
+                let e = e.trim_end_matches('/');
+                let rest = if let Some(r) = e.strip_prefix("https://") {
+                    r
+                } else if let Some(r) = e.strip_prefix("http://") {
+                    if !allow_http {
+                        return Err(invalid(
+                            k("endpoint"),
+                            format!("{e:?} is plain HTTP: set allow_http = true to use it"),
+                        ));
+                    }
+                    r
+                } else {
+                    return Err(invalid(
+                        k("endpoint"),
+                        format!(
+                            "{e:?} is not a URL such as \"https://<account>.r2.cloudflarestorage.com\""
+                        ),
+                    ));
+                };
+                if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+                    return Err(invalid(
+                        k("endpoint"),
+                        format!("{e:?} must be scheme://host[:port], without a path or user"),
+                    ));
+                }
+                Some(e.to_owned())
+            }
+        };
+        let bucket = t.bucket.unwrap_or_default();
+        if bucket.is_empty()
+            || bucket.len() > 255
+            || bucket.contains('/')
+            || bucket.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(invalid(
+                k("bucket"),
+                format!("{bucket:?} is not a bucket name"),
+            ));
+        }
+        let region = t
+            .region
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        if region.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid(k("region"), format!("{region:?} is not a region")));
+        }
+        let prefix = normalise_prefix(&k("prefix"), t.prefix.as_deref().unwrap_or(""))?;
+        let credentials = match t.credentials_file {
+            Some(f) => {
+                if t.access_key_env.is_some()
+                    || t.secret_key_env.is_some()
+                    || t.session_token_env.is_some()
+                {
+                    return Err(invalid(
+                        k("credentials_file"),
+                        "give either credentials_file or access_key_env/secret_key_env, not both",
+                    ));
+                }
+                if f.as_os_str().is_empty() {
+                    return Err(invalid(k("credentials_file"), "is empty"));
+                }
+                CredentialSource::File(if f.is_absolute() { f } else { base_dir.join(f) })
+            }
+            None => {
+                let env = |field: &str, v: Option<String>, default: &str| {
+                    let v = v.unwrap_or_else(|| default.to_owned());
+                    if valid_env_name(&v) {
+                        Ok(v)
+                    } else {
+                        Err(invalid(
+                            k(field),
+                            format!(
+                                "{v:?} is not an environment variable name (the secret itself never goes in the config)"
+                            ),
+                        ))
+                    }
+                };
+                CredentialSource::Env {
+                    access_key: env("access_key_env", t.access_key_env, DEFAULT_ACCESS_KEY_ENV)?,
+                    secret_key: env("secret_key_env", t.secret_key_env, DEFAULT_SECRET_KEY_ENV)?,
+                    session_token: env(
+                        "session_token_env",
+                        t.session_token_env,
+                        DEFAULT_SESSION_TOKEN_ENV,
+                    )?,
+                }
+            }
+        };
+        let part_size = count(
+            &k("part_size_bytes"),
+            t.part_size_bytes,
+            8 << 20,
+            5 << 20,
+            5 << 30,
+        )?;
+        let multipart_threshold = count(
+            &k("multipart_threshold_bytes"),
+            t.multipart_threshold_bytes,
+            16 << 20,
+            5 << 20,
+            5 << 30,
+        )?;
+        let target = S3Target {
+            // The default: AWS has deprecated path-style addressing; other providers
+            // (R2, Garage, MinIO) are addressed by path.
+            path_style: t.path_style.unwrap_or(endpoint.is_some()),
+            name,
+            endpoint,
+            region,
+            bucket,
+            prefix,
+            allow_http,
+            credentials,
+            concurrency: count(&k("concurrency"), t.concurrency, 16, 1, 256)? as usize,
+            multipart_threshold,
+            part_size,
+            max_retries: count(&k("max_retries"), t.max_retries, 3, 0, 20)? as usize,
+            request_timeout: secs(
+                &k("request_timeout_secs"),
+                t.request_timeout_secs,
+                120,
+                1,
+                3600,
+            )?,
+            max_backoff: secs(&k("max_backoff_secs"), t.max_backoff_secs, 60, 1, 3600)?,
+            delete_grace: secs(
+                &k("delete_grace_secs"),
+                t.delete_grace_secs,
+                60,
+                0,
+                7 * 86_400,
+            )?,
+        };
+        Ok(target)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `[[sources.https]]` in the config file: where difusor fetches packages instead of (or as
+//! `[[sources.https]]` and `[[sources.s3]]` in the config file: where difusor fetches packages instead of (or as
 //! well as) receiving them over SFTP.
 //!
 //! Owns: the raw keys, their defaults and validation (URLs parse, a name pattern compiles,
@@ -20,6 +20,30 @@ use crate::notify::config::Secret;
 pub struct RawSources {
     #[serde(default)]
     pub https: Vec<RawHttpsSource>,
+    #[serde(default)]
+    pub s3: Vec<RawS3Source>,
+}
+
+/// `[[sources.s3]]`: the institute's bucket, listed every `poll_secs`. The connection and
+/// credential keys are the mirror's (`[[mirror.s3]]`), read the same way.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3Source {
+    pub name: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub path_style: Option<bool>,
+    pub allow_http: Option<bool>,
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub session_token_env: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub request_timeout_secs: Option<u64>,
+    /// Glob on the object's file name (default `*.zip`, `*.tar.gz`, `*.tgz`).
+    pub pattern: Option<String>,
+    pub poll_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,12 +68,31 @@ pub struct RawHttpsSource {
 #[derive(Debug, Clone, Default)]
 pub struct SourcesConfig {
     pub https: Vec<HttpsSourceConfig>,
+    pub s3: Vec<S3SourceConfig>,
 }
 
 impl SourcesConfig {
     pub fn is_empty(&self) -> bool {
-        self.https.is_empty()
+        self.https.is_empty() && self.s3.is_empty()
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3SourceConfig {
+    pub name: String,
+    /// Endpoint, bucket, prefix, credentials: validated like a mirror target.
+    pub bucket: crate::mirror::config::S3Target,
+    pub pattern: globset::GlobMatcher,
+    pub poll: Duration,
+}
+
+fn package_pattern(key: &str, text: Option<String>) -> Result<globset::GlobMatcher, ConfigError> {
+    let text = text.unwrap_or_else(|| "*.{zip,tar.gz,tgz}".to_owned());
+    Ok(globset::GlobBuilder::new(&text)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| invalid(key, format!("{text:?}: {e}")))?
+        .compile_matcher())
 }
 
 /// What an HTTPS source polls.
@@ -115,12 +158,7 @@ impl RawSources {
                     HttpsWhat::Package(url(&key("url"), &u)?)
                 }
                 (None, Some(l)) => {
-                    let text = r.pattern.unwrap_or_else(|| "*.{zip,tar.gz,tgz}".to_owned());
-                    let pattern = globset::GlobBuilder::new(&text)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| invalid(key("pattern"), format!("{text:?}: {e}")))?
-                        .compile_matcher();
+                    let pattern = package_pattern(&key("pattern"), r.pattern)?;
                     HttpsWhat::Listing {
                         url: url(&key("listing_url"), &l)?,
                         pattern,
@@ -184,6 +222,44 @@ impl RawSources {
                 ca_pem,
             });
         }
-        Ok(SourcesConfig { https })
+        let mut s3: Vec<S3SourceConfig> = Vec::new();
+        for (i, r) in self.s3.into_iter().enumerate() {
+            let key = |k: &str| format!("sources.s3[{i}].{k}");
+            let name = r.name.clone().unwrap_or_else(|| format!("s3-{i}"));
+            if !valid_name(&name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{name:?}: use letters, digits, - and _ (at most 64)"),
+                ));
+            }
+            if https.iter().any(|s| s.name == name) || s3.iter().any(|s| s.name == name) {
+                return Err(invalid(key("name"), format!("{name:?} is used twice")));
+            }
+            let pattern = package_pattern(&key("pattern"), r.pattern)?;
+            let poll = secs(&key("poll_secs"), r.poll_secs, 30, 1, 86_400)?;
+            let bucket = crate::mirror::config::RawS3Target {
+                name: Some(name.clone()),
+                endpoint: r.endpoint,
+                region: r.region,
+                bucket: r.bucket,
+                prefix: r.prefix,
+                path_style: r.path_style,
+                allow_http: r.allow_http,
+                access_key_env: r.access_key_env,
+                secret_key_env: r.secret_key_env,
+                session_token_env: r.session_token_env,
+                credentials_file: r.credentials_file,
+                request_timeout_secs: r.request_timeout_secs,
+                ..Default::default()
+            }
+            .validate_as(&format!("sources.s3[{i}]"), base_dir)?;
+            s3.push(S3SourceConfig {
+                name,
+                bucket,
+                pattern,
+                poll,
+            });
+        }
+        Ok(SourcesConfig { https, s3 })
     }
 }

@@ -1,4 +1,5 @@
-//! Pull sources: packages difusor fetches from the institute (`[[sources.https]]`) instead of
+//! Pull sources: packages difusor fetches from the institute (`[[sources.https]]`,
+//! `[[sources.s3]]`) instead of
 //! receiving a push — INE 2021 has difusores fetch each package from a service it provides.
 //!
 //! Owns: each source's polling task, its durable state (`state/sources/<name>.json`: what was
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod https;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -223,18 +225,28 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Sources {
     let mut names = Vec::new();
+    let cannot_start = |name: &str, e: String| {
+        tracing::error!(source = %name, error = %e, "cannot start the source");
+        let dir = SourceDir::new(store, name);
+        let mut st = dir.load();
+        dir.health(&mut st, Some(&format!("cannot start: {e}")));
+    };
     for s in &cfg.https {
         names.push(s.name.clone());
         match https::HttpsSource::new(s.clone(), store, uploads.clone()) {
             Ok(src) => {
                 tokio::spawn(src.run(shutdown.clone()));
             }
-            Err(e) => {
-                tracing::error!(source = %s.name, error = %e, "cannot start the source");
-                let dir = SourceDir::new(store, &s.name);
-                let mut st = dir.load();
-                dir.health(&mut st, Some(&format!("cannot start: {e}")));
+            Err(e) => cannot_start(&s.name, e),
+        }
+    }
+    for s in &cfg.s3 {
+        names.push(s.name.clone());
+        match s3::S3Source::new(s.clone(), store, uploads.clone()) {
+            Ok(src) => {
+                tokio::spawn(src.run(shutdown.clone()));
             }
+            Err(e) => cannot_start(&s.name, e),
         }
     }
     Sources { names }
