@@ -5,8 +5,13 @@
 //! resolves paths against the config file's directory and checks every value, naming the key
 //! in its error. Every setting has a default, so difusor runs with no file at all.
 //!
+//! Also [`Secret`] and [`read_secret`]: tokens and keys the config *names* (a file or an
+//! environment variable, never the text itself) are read here, at start, so a missing one is
+//! an error naming its key.
+//!
 //! Must never: warn and continue on a bad value, silently reset a value to its default, read
-//! key material (that is `keys`), or touch the network.
+//! SSH key material (that is `keys`), hold a secret written in the config text, or touch the
+//! network.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,84 @@ pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Conf
         key: key.into(),
         reason: reason.into(),
     }
+}
+
+/// A secret read at start (a token, an HMAC key, an access key): `Debug` and `Display` show
+/// `<redacted>`, so it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The secret itself: only for signing or an `Authorization` header, never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The secret from `file` (contents, trimmed) or the environment variable `env`: at most
+/// one of them; `required` makes none an error. Variables used are added to `secret_envs`
+/// (command hooks must not inherit them).
+pub(crate) fn read_secret(
+    file_key: &str,
+    file: Option<PathBuf>,
+    env_key: &str,
+    env: Option<String>,
+    required: bool,
+    secret_envs: &mut Vec<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let value = match (file, env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                env_key,
+                format!("and {file_key} are both set: use one"),
+            ));
+        }
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid(file_key, format!("cannot read {}: {e}", path.display())))?;
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                return Err(invalid(file_key, format!("{} is empty", path.display())));
+            }
+            text
+        }
+        (None, Some(var)) => {
+            let text = std::env::var(&var).map_err(|_| {
+                invalid(env_key, format!("environment variable {var:?} is not set"))
+            })?;
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                return Err(invalid(
+                    env_key,
+                    format!("environment variable {var:?} is empty"),
+                ));
+            }
+            if !secret_envs.contains(&var) {
+                secret_envs.push(var);
+            }
+            text
+        }
+        (None, None) if required => {
+            return Err(invalid(file_key, "is missing (or the *_env variant)"));
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Secret::new(value)))
 }
 
 /// What a user may do. Closed set: permissions are decided by matching on it.

@@ -200,6 +200,7 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("RawNotifier", "## `[[notify]]`", "notify"),
     ("RawSources", "## `[[sources.https]]`", "sources"),
     ("RawHttpsSource", "## `[[sources.https]]`", "sources.https"),
+    ("RawS3Source", "## `[[sources.s3]]`", "sources.s3"),
     ("RawMirror", "## `[[mirror.s3]]`", "mirror"),
     ("RawS3Target", "## `[[mirror.s3]]`", "mirror.s3"),
 ];

@@ -10,6 +10,8 @@
 //!   catch-up and `mirror-recovered` when it is back;
 //! - `difusor mirror verify` finds missing, extra and different objects; `difusor mirror sync`
 //!   repairs them, through the running server or on its own;
+//! - with a mirror, the Cloudflare purge goes out only once the bucket has the cut (not while
+//!   the bucket is down, and after the catch-up)
 //! - no credential in any log line (`DIFUSOR_LOG=debug`), while the environment carries
 //!   decoy `AWS_*` settings the client must ignore.
 
@@ -950,4 +952,82 @@ async fn mirrored_cuts_are_announced_after_main_json_and_lag_is_measured() {
     let l = &mirror.lag()[0];
     assert_eq!((l.cuts_behind, l.seconds_behind), (0, 0.0));
     assert_eq!(l.last_mirrored_cut.as_deref(), Some(live2.as_str()));
+}
+
+/// The CDN purge waits for the mirror: purging before the new files are in the bucket would
+/// have the CDN re-cache the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cdn_is_purged_only_once_the_bucket_has_the_cut() {
+    use common::receiver::{Receiver, Reply};
+    let mut g = Garage::start().await;
+    let cdn = Receiver::start(vec![], Reply::cloudflare_ok()).await;
+    let mut node = Node::new(
+        &g,
+        &format!(
+            "max_retries = 1\nrequest_timeout_secs = 5\n\
+             [[notify]]\ntype = \"cloudflare\"\nname = \"cdn\"\nzone_id = \"z1\"\n\
+             token_file = \"keys/cf.token\"\nbase_urls = [\"https://prep.example.mx\"]\n\
+             api_base = \"{}\"\nretry_backoff_ms = 100\n",
+            cdn.url("")
+        ),
+    );
+    std::fs::write(node.dir.path().join("keys/cf.token"), "tok\n").unwrap();
+    node.start("increment");
+    let c0 = CutTime::new(2024, 6, 2, 20, 15);
+    node.push(
+        &c0.name(".zip"),
+        &packages::zip_bytes(&packages::full_site(&c0, SEED)),
+    )
+    .await;
+    wait_for_bucket_cut(&g, &node, &c0.name(".zip"), Duration::from_secs(30)).await;
+    cdn.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_first = cdn.count();
+
+    // The bucket is down: the next cut goes live here, and the CDN is left alone.
+    g.stop();
+    let c1 = c0.plus_minutes(15);
+    node.push(
+        &c1.name(".zip"),
+        &packages::zip_bytes(&packages::increment(&c1, SEED)),
+    )
+    .await;
+    let live = node.live().unwrap();
+    assert!(live.starts_with("20240603T0230Z"), "{live}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        cdn.count(),
+        after_first,
+        "no purge while the bucket lacks the cut"
+    );
+
+    // The bucket is back: the mirror catches up, and only then the purge goes out.
+    g.restart().await;
+    let calls = cdn.wait_for(after_first + 1, Duration::from_secs(40)).await;
+    assert_eq!(
+        bucket_cut(&g).await.as_deref(),
+        Some(c1.name(".zip").as_str()),
+        "the purge came after the bucket had the new main.json"
+    );
+    drop(calls);
+    // The cut's purge, in batches of at most 30 URLs, covers its main.json.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let files: Vec<String> = cdn.requests()[after_first..]
+        .iter()
+        .flat_map(|r| {
+            let v = r.json();
+            let batch: Vec<String> = v["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_owned())
+                .collect();
+            assert!(batch.len() <= 30);
+            batch
+        })
+        .collect();
+    assert!(
+        files.contains(&"https://prep.example.mx/json/main.json".to_owned()),
+        "{files:?}"
+    );
 }

@@ -206,10 +206,14 @@ async fn a_package_url_is_polled_conditionally_and_an_interrupted_download_resum
         .iter()
         .find(|s| s.header("range").is_some())
         .expect("the interrupted download was resumed, not restarted");
-    assert_eq!(
-        resume.header("range"),
-        Some(format!("bytes={}-", first.len() / 2).as_str())
-    );
+    // From what reached the disk before the cut (at most what the server sent).
+    let from: usize = resume
+        .header("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .expect("bytes=N-");
+    assert!(from > 0 && from <= first.len() / 2, "resumed from {from}");
     assert!(resume.header("if-range").is_some());
     assert!(m.transfer_mb_per_s >= 0.0);
     // The interruption was a failure of the source, and it recovered.

@@ -24,28 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::config::{CredentialSource, S3Target};
-
-/// A secret string: shown as `<redacted>` by `Debug` and `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::config::Secret;
 
 /// A target's access key pair (both halves redacted in `Debug`).
 #[derive(Debug, Clone)]
@@ -89,7 +68,7 @@ impl Credentials {
                     std::env::var(var)
                         .ok()
                         .filter(|v| !v.trim().is_empty())
-                        .map(|v| Secret(v.trim().to_owned()))
+                        .map(|v| Secret::new(v.trim()))
                 };
                 let missing = |var: &str| SetupError::MissingEnv {
                     target: target.to_owned(),
@@ -138,9 +117,9 @@ impl Credentials {
                 return Err(format!("line {} has an empty value", n + 1));
             }
             match k.trim().to_ascii_lowercase().as_str() {
-                "access_key_id" | "aws_access_key_id" => key = Some(Secret(v)),
-                "secret_access_key" | "aws_secret_access_key" => secret = Some(Secret(v)),
-                "session_token" | "aws_session_token" => token = Some(Secret(v)),
+                "access_key_id" | "aws_access_key_id" => key = Some(Secret::new(v)),
+                "secret_access_key" | "aws_secret_access_key" => secret = Some(Secret::new(v)),
+                "session_token" | "aws_session_token" => token = Some(Secret::new(v)),
                 _ => return Err(format!("line {}: unknown key", n + 1)),
             }
         }

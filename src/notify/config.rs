@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, count, invalid, secs};
+pub use crate::config::Secret;
+use crate::config::{ConfigError, count, invalid, read_secret, secs};
 use crate::store::Severity;
 
 /// One `[[notify]]` table as written. Every key is optional here so that validation, not
@@ -52,26 +53,6 @@ pub struct RawNotifier {
 pub enum EventKind {
     CutPublished,
     Incident,
-}
-
-/// A secret read at start (webhook HMAC key, API token). Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The secret itself: only for signing or an `Authorization` header, never for a log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
 }
 
 /// A validated notifier.
@@ -391,56 +372,6 @@ fn http_url(key: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
         ));
     }
     Ok(url)
-}
-
-/// The secret from `file` (contents, trimmed) or the environment variable `env`: at most
-/// one of them; `required` makes none an error.
-fn read_secret(
-    file_key: &str,
-    file: Option<PathBuf>,
-    env_key: &str,
-    env: Option<String>,
-    required: bool,
-    secret_envs: &mut Vec<String>,
-) -> Result<Option<Secret>, ConfigError> {
-    let value = match (file, env) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                env_key,
-                format!("and {file_key} are both set: use one"),
-            ));
-        }
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| invalid(file_key, format!("cannot read {}: {e}", path.display())))?;
-            let text = text.trim().to_owned();
-            if text.is_empty() {
-                return Err(invalid(file_key, format!("{} is empty", path.display())));
-            }
-            text
-        }
-        (None, Some(var)) => {
-            let text = std::env::var(&var).map_err(|_| {
-                invalid(env_key, format!("environment variable {var:?} is not set"))
-            })?;
-            let text = text.trim().to_owned();
-            if text.is_empty() {
-                return Err(invalid(
-                    env_key,
-                    format!("environment variable {var:?} is empty"),
-                ));
-            }
-            if !secret_envs.contains(&var) {
-                secret_envs.push(var);
-            }
-            text
-        }
-        (None, None) if required => {
-            return Err(invalid(file_key, "is missing (or the *_env variant)"));
-        }
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(Secret(value)))
 }
 
 /// The program of a command hook: a path (containing `/`) is resolved against the config

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, invalid, secs};
-use crate::notify::config::Secret;
+use crate::config::{ConfigError, Secret, invalid, read_secret, secs};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,31 +171,14 @@ impl RawSources {
                 }
             };
             let resolve = |p: PathBuf| if p.is_absolute() { p } else { base_dir.join(p) };
-            let token = match (r.token_file, r.token_env) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        key("token_env"),
-                        "give token_file or token_env, not both",
-                    ));
-                }
-                (Some(f), None) => {
-                    let f = resolve(f);
-                    let t = std::fs::read_to_string(&f).map_err(|e| {
-                        invalid(
-                            key("token_file"),
-                            format!("cannot read {}: {e}", f.display()),
-                        )
-                    })?;
-                    Some(Secret::new(t.trim().to_owned()))
-                }
-                (None, Some(var)) => {
-                    let t = std::env::var(&var).map_err(|_| {
-                        invalid(key("token_env"), format!("the variable {var} is not set"))
-                    })?;
-                    Some(Secret::new(t.trim().to_owned()))
-                }
-                (None, None) => None,
-            };
+            let token = read_secret(
+                &key("token_file"),
+                r.token_file.map(resolve),
+                &key("token_env"),
+                r.token_env,
+                false,
+                &mut Vec::new(),
+            )?;
             let ca_pem = match r.ca_file {
                 Some(f) => {
                     let f = resolve(f);
