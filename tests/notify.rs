@@ -12,7 +12,8 @@
 //!   webhook is never told about its own failure
 //! - Cloudflare: `/client/v4/zones/<zone>/purge_cache` with the token from `token_file`,
 //!   batches of ≤ 30 URLs covering exactly the changed files (and `/` for `index.html`);
-//!   `purge_everything`; a `"success": false` answer is retried; a failed purge is one incident
+//!   `purge_everything` (also when a cut changed more URLs than `purge_everything_above`); a
+//!   `"success": false` answer is retried; a failed purge is one incident
 //! - command hook: its `DIFUSOR_*` environment and changed-paths list; a hook sleeping past its
 //!   timeout is killed with its whole process group and recorded as a failure
 //! - stats and the no-loop rule, with the library API directly
@@ -946,4 +947,33 @@ fn config_errors_name_the_key() {
     )
     .unwrap();
     assert!(!format!("{c:?}").contains("very-secret-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudflare_purges_everything_when_a_cut_changed_more_urls_than_the_limit() {
+    let recv = Receiver::start(vec![], Reply::cloudflare_ok()).await;
+    let extra = format!(
+        "[[notify]]\ntype = \"cloudflare\"\nname = \"cdn\"\nzone_id = \"{ZONE}\"\ntoken_file = \"keys/cloudflare.token\"\nbase_urls = [\"https://prep.example.mx\"]\napi_base = \"{}\"\npurge_everything_above = 20\n{QUICK}",
+        recv.url("/")
+    );
+    let (srv, key) = server(&extra, |dir| {
+        std::fs::write(dir.join("keys/cloudflare.token"), "cf-token-123").unwrap();
+    })
+    .await;
+    // A first cut of 40 files: 41 URLs with `/`, over the limit of 20 → one call.
+    push(
+        &srv,
+        &key,
+        &cut(0).name(".zip"),
+        &packages::zip_bytes(&small_site(40, 1)),
+    )
+    .await;
+    let calls = recv.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recv.count(), 1);
+    assert_eq!(
+        calls[0].json(),
+        serde_json::json!({"purge_everything": true})
+    );
+    drop(srv);
 }

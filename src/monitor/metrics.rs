@@ -7,14 +7,19 @@
 //! scrape, so they are never stale.
 //!
 //! PERF: the HTTPS hot path touches only pre-created counters (an array indexed by status
-//! and cache class, no label lookup or lock) and one histogram observation.
+//! and cache class, no label lookup or lock) and [`AtomicHistogram`] (one atomic per bucket;
+//! `prometheus-client`'s own histogram takes a lock per observation — measured 4–8 % of
+//! small-file throughput with it).
 //!
 //! Must never: block or allocate on a request's path, or hold a lock while serving.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -134,7 +139,7 @@ pub struct Metrics {
     mirror_up: Family<NameLabels, Gauge>,
     // HTTPS.
     http_requests: [[Counter; CacheClass::ALL.len()]; STATUS_SLOTS],
-    http_duration: Histogram,
+    http_duration: std::sync::Arc<AtomicHistogram>,
     http_bytes: Counter,
     tls_handshakes: Family<ResultLabels, Counter>,
     http_rate_limited: Counter,
@@ -358,16 +363,15 @@ impl Metrics {
                 })
             })
         });
-        let http_duration = Histogram::new([
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            2.5, 5.0, 10.0,
-        ]);
-        r.register_with_unit(
+        let http_duration = std::sync::Arc::new(AtomicHistogram::new(
             "http_response",
             "Time from a request's arrival to its response being ready",
-            Unit::Seconds,
-            http_duration.clone(),
-        );
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ],
+        ));
+        r.register_collector(Box::new(std::sync::Arc::clone(&http_duration)));
         let http_bytes = Counter::default();
         r.register_with_unit(
             "http_sent",
@@ -473,7 +477,7 @@ impl Metrics {
         if bytes > 0 {
             self.http_bytes.inc_by(bytes);
         }
-        self.http_duration.observe(took.as_secs_f64());
+        self.http_duration.observe(took);
     }
 
     pub fn http_rate_limited(&self) {
@@ -544,6 +548,67 @@ impl Metrics {
     }
 }
 
+/// A histogram of durations in seconds without a lock: one counter per bucket and the sum
+/// in nanoseconds, encoded by `prometheus-client` at scrape time.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'static [f64],
+    /// One per bound, then +Inf.
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> AtomicHistogram {
+        AtomicHistogram {
+            name,
+            help,
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn observe(&self, d: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+impl Collector for AtomicHistogram {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(self.counts.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            // The last bucket is +Inf.
+            let bound = self.bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, c.load(Relaxed)));
+        }
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let mut metric = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -585,6 +650,19 @@ mod tests {
         assert!(text.contains("difusor_packages_total{result=\"rejected\",reason=\"bad-zip\"} 1"));
         assert!(text.contains("difusor_pipeline_step_seconds_count{step=\"extract\"} 1"));
         assert!(text.contains("difusor_http_sent_bytes_total 10"));
+        assert!(
+            text.contains("# TYPE difusor_http_response_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("difusor_http_response_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("difusor_http_response_seconds_bucket{le=\"0.001\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("difusor_http_response_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.trim_end().ends_with("# EOF"));
         assert_eq!(m.http_totals(), (2, 10));
     }

@@ -111,7 +111,12 @@ impl Cloudflare {
         counters: &Counters,
         name: &str,
     ) -> Result<(), String> {
+        let limit = self.target.purge_everything_above;
         let bodies: Vec<(usize, Vec<u8>)> = match what {
+            Purge::Urls(urls) if limit > 0 && urls.len() > limit => {
+                tracing::info!(notifier = %name, urls = urls.len(), limit, "many URLs changed: purging everything instead");
+                vec![(0, br#"{"purge_everything":true}"#.to_vec())]
+            }
             Purge::Everything => vec![(0, br#"{"purge_everything":true}"#.to_vec())],
             Purge::Urls(urls) => urls
                 .chunks(self.target.batch_size.clamp(1, 30))

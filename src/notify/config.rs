@@ -45,6 +45,7 @@ pub struct RawNotifier {
     pub purge_everything: Option<bool>,
     pub api_base: Option<String>,
     pub batch_size: Option<u64>,
+    pub purge_everything_above: Option<u64>,
 }
 
 /// What a notifier may be told about.
@@ -121,6 +122,9 @@ pub struct CloudflareTarget {
     pub api_base: String,
     /// URLs per purge call, 1..=30 (Cloudflare's limit).
     pub batch_size: usize,
+    /// A cut that changed more URLs than this purges everything instead (one call rather
+    /// than hundreds: a first cut, or one after its predecessor was pruned). 0 = never.
+    pub purge_everything_above: usize,
 }
 
 const TYPES: &str = "webhook, command, cloudflare";
@@ -162,7 +166,7 @@ fn validate_one(
     };
     // Which type-specific keys each type takes, so a misplaced one is an error, not ignored
     // (name, timeout_secs, retries and retry_backoff_ms belong to every type).
-    let present: [(&str, bool); 13] = [
+    let present: [(&str, bool); 14] = [
         ("events", r.events.is_some()),
         ("min_severity", r.min_severity.is_some()),
         ("url", r.url.is_some()),
@@ -176,6 +180,7 @@ fn validate_one(
         ("purge_everything", r.purge_everything.is_some()),
         ("api_base", r.api_base.is_some()),
         ("batch_size", r.batch_size.is_some()),
+        ("purge_everything_above", r.purge_everything_above.is_some()),
     ];
     let allowed: &[&str] = match kind {
         "webhook" => &["events", "min_severity", "url", "secret_file", "secret_env"],
@@ -188,6 +193,7 @@ fn validate_one(
             "purge_everything",
             "api_base",
             "batch_size",
+            "purge_everything_above",
         ],
         other => {
             return Err(invalid(
@@ -336,6 +342,13 @@ fn validate_one(
                 .trim_end_matches('/')
                 .to_owned();
             let batch_size = count(&key("batch_size"), r.batch_size, 30, 1, 30)? as usize;
+            let purge_everything_above = count(
+                &key("purge_everything_above"),
+                r.purge_everything_above,
+                600,
+                0,
+                1_000_000,
+            )? as usize;
             Target::Cloudflare(CloudflareTarget {
                 zone_id,
                 token,
@@ -343,6 +356,7 @@ fn validate_one(
                 purge_everything,
                 api_base,
                 batch_size,
+                purge_everything_above,
             })
         }
     };
