@@ -201,23 +201,22 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     let users = UserDb::load(&cfg.users)?;
     let store = Store::open(&cfg.data_dir).map_err(StartError::Vfs)?;
     let recovery = store.recover().map_err(StartError::Recover)?;
-    if !recovery.removed_tmp.is_empty() || !recovery.completed.is_empty() {
-        let reason = format!(
-            "restart after an interruption: removed {} unfinished build(s); completed publication of {:?}",
-            recovery.removed_tmp.len(),
-            recovery.completed
-        );
-        tracing::warn!(%reason, "crash recovery");
-        let _ = store.record_incident(&Incident {
+    // Recorded once the notifiers listen (below), so a webhook hears about it too.
+    let recovered = (!recovery.removed_tmp.is_empty() || !recovery.completed.is_empty()).then(|| {
+        Incident {
             time: time::OffsetDateTime::now_utc(),
             severity: Severity::Warning,
             kind: crate::store::manifest::kinds::CRASH_RECOVERY.to_owned(),
             package: None,
             uploader: None,
-            reason,
+            reason: format!(
+                "restart after an interruption: removed {} unfinished build(s); completed publication of {:?}",
+                recovery.removed_tmp.len(),
+                recovery.completed
+            ),
             subject: None,
-        });
-    }
+        }
+    });
     let mut vfs = Vfs::open(&cfg.data_dir).map_err(StartError::Vfs)?;
     // Operators inspect cuts with a plain `sftp` listing; the publisher sees the status too.
     vfs.add_read_only("history", &store.history_dir(), "", false)
@@ -283,6 +282,10 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         )),
         _ => None,
     };
+    if let Some(i) = recovered {
+        tracing::warn!(reason = %i.reason, "crash recovery");
+        let _ = store.record_incident(&i);
+    }
     let (tx, uploads) = events::upload_channel();
     let shared = Arc::new(ssh::Shared {
         cfg: cfg.ssh.clone(),
