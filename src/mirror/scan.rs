@@ -68,7 +68,7 @@ pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io
     let root = cut_dir.canonicalize()?;
     let mut found = Vec::new();
     let mut links = Vec::new();
-    walk(
+    crate::publish::walk(
         &root,
         String::new(),
         rules.serve_dotfiles,
@@ -155,43 +155,6 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
         h.update(chunk);
     }
     Ok(hex(&h.finalize()))
-}
-
-/// Regular files and symlinks under `dir` by key; the same rules as the snapshot's walk.
-fn walk(
-    dir: &Path,
-    prefix: String,
-    dotfiles: bool,
-    files: &mut Vec<(String, PathBuf)>,
-    links: &mut Vec<(String, PathBuf)>,
-) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            continue;
-        };
-        if name.starts_with('.') && !dotfiles {
-            continue;
-        }
-        if name.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
-            continue;
-        }
-        let key = if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            walk(&entry.path(), key, dotfiles, files, links)?;
-        } else if ft.is_file() {
-            files.push((key, entry.path()));
-        } else if ft.is_symlink() {
-            links.push((key, entry.path()));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

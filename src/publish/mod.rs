@@ -456,8 +456,9 @@ fn http_date(t: SystemTime) -> HeaderValue {
 
 /// Collects regular files (and, separately, symlinks) under `dir`, keyed by their path
 /// relative to the root. Directories are entered by their real path only (no link is
-/// followed while walking).
-fn walk(
+/// followed while walking). The mirror lists a cut with it too, so the bucket holds exactly
+/// what the HTTPS server serves.
+pub(crate) fn walk(
     dir: &Path,
     prefix: String,
     dotfiles: bool,
