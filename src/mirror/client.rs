@@ -420,21 +420,11 @@ impl Bucket {
             hasher.update(&chunk);
         }
         Ok(Some(ObjectContent {
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::ingest::checksum::to_hex(&hasher.finalize()),
             size,
             headers,
         }))
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

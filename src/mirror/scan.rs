@@ -10,14 +10,12 @@
 //! Must never: write anything, follow a link out of the cut, or read a file into memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use super::client::{Bucket, ObjectHeaders, hex};
+use super::client::{Bucket, ObjectHeaders};
 use crate::web::cache_control::CacheRules;
 use crate::web::content_type;
 
@@ -86,7 +84,7 @@ pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io
             Some(s) => s.clone(),
             None => {
                 hashed += 1;
-                sha256_file(&path)?
+                crate::ingest::checksum::sha256_file(&path)?
             }
         };
         next.insert(stamp, sha.clone());
@@ -140,21 +138,6 @@ pub fn headers_for(key: &str, rules: &CacheRules) -> ObjectHeaders {
             .unwrap_or("no-cache")
             .to_owned(),
     }
-}
-
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = f.read(&mut buf)?;
-        let Some(chunk) = buf.get(..n) else { break };
-        if n == 0 {
-            break;
-        }
-        h.update(chunk);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 #[cfg(test)]
