@@ -19,14 +19,6 @@ fn difusor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_difusor"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `difusor serve` in `dir` and waits for its SSH port; returns the child.
 fn serve(dir: &std::path::Path, args: &[&str], port: u16) -> std::process::Child {
     let mut child = difusor()

@@ -43,14 +43,6 @@ struct Node {
     env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Node {
     /// `extra` goes into the `[[mirror.s3]]` table (e.g. `concurrency = 2`).
     fn new(g: &Garage, extra: &str) -> Node {

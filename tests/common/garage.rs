@@ -85,14 +85,6 @@ fn random_hex(n: usize) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A plain HTTP/1.0 GET on loopback: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -116,9 +108,9 @@ impl Garage {
         let mut g = Garage {
             dir,
             child: None,
-            s3_port: free_port(),
-            admin_port: free_port(),
-            rpc_port: free_port(),
+            s3_port: super::free_port(),
+            admin_port: super::free_port(),
+            rpc_port: super::free_port(),
             access_key: format!("GK{}", random_hex(24)),
             secret_key: random_hex(64),
             bucket: bucket.to_owned(),

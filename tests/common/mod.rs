@@ -294,6 +294,15 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// A loopback port free right now (for servers started as separate processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A file of `len` pseudo-random bytes (deterministic per seed).
 pub fn random_file(path: &Path, len: usize, seed: u64) {
     let mut x = seed
