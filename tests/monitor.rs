@@ -377,7 +377,7 @@ async fn metrics_status_page_and_status_json_reflect_real_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_cuts_raise_warning_then_critical_and_healthz_fails_until_cuts_resume() {
     let (srv, key) =
-        server("[monitor]\ncut_period_secs = 3\ngrace_secs = 0\nhealth_sample_secs = 1\n").await;
+        server("[monitor]\ncut_period_secs = 3\ngrace_secs = 0\nhealth_sample_secs = 1\nkeep_history_bytes = 0\nmin_free_bytes = 0\n").await;
     let base = https(&srv);
     let adm = admin(&srv);
     // Before any cut and without a window: nothing is expected.
@@ -486,7 +486,7 @@ async fn outside_the_publication_window_the_watch_is_quiet() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let (srv, key) = server(&format!(
-        "[monitor]\ncut_period_secs = 1\ngrace_secs = 0\nwindow_start = \"{start}\"\n"
+        "[monitor]\ncut_period_secs = 1\ngrace_secs = 0\nwindow_start = \"{start}\"\nkeep_history_bytes = 0\nmin_free_bytes = 0\n"
     ))
     .await;
     let o = push(
