@@ -52,7 +52,9 @@ pub fn to_hex(bytes: &[u8]) -> String {
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // 64 KiB: under malloc's mmap threshold, so hashing many small files (the mirror's scan
+    // of an increment) does not pay an mmap/munmap per file; large files hash as fast.
+    let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {

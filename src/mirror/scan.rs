@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::client::{Bucket, ObjectHeaders};
+use crate::publish::Stamp;
 use crate::web::cache_control::CacheRules;
 use crate::web::content_type;
 
@@ -27,27 +27,6 @@ pub struct CutFile {
     pub sha256: String,
     pub size: u64,
     pub headers: ObjectHeaders,
-}
-
-/// Identity of a file's bytes on disk: an unchanged hard link keeps all of these (not the
-/// ctime, which `link(2)` itself changes). Cut files are never written after the cut is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Stamp {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        }
-    }
 }
 
 /// SHA-256 by inode, kept from one scan to the next (only what the last scan saw).
@@ -88,7 +67,7 @@ pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io
             }
         };
         next.insert(stamp, sha.clone());
-        by_path.insert(path.clone(), (sha.clone(), meta.size()));
+        by_path.insert(path.clone(), (sha.clone(), meta.len()));
         if !Bucket::valid_key(&key) {
             tracing::warn!(key = %key, "file name cannot be an object key; not mirrored");
             continue;
@@ -98,7 +77,7 @@ pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io
             CutFile {
                 source: path,
                 sha256: sha,
-                size: meta.size(),
+                size: meta.len(),
                 headers: headers_for(&key, rules),
             },
         );

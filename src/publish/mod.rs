@@ -74,10 +74,12 @@ pub enum Content {
     File(Arc<File>),
 }
 
-/// Identity of a file on disk, to reuse its precomputed data in the next cut (unchanged files
-/// of an increment are hard links: same device, inode, size and mtime).
+/// Identity of a file's bytes on disk, to reuse what was computed from them in the next cut
+/// (unchanged files of an increment are hard links: same device, inode, size and mtime; not
+/// the ctime, which `link(2)` itself changes). Cut files are never written after the cut is
+/// built. The mirror keys its SHA-256 cache by it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Stamp {
+pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -85,7 +87,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(m: &Metadata) -> Stamp {
+    pub(crate) fn of(m: &Metadata) -> Stamp {
         Stamp {
             dev: m.dev(),
             ino: m.ino(),
