@@ -19,25 +19,48 @@ fn difusor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_difusor"))
 }
 
-/// Starts `difusor serve` in `dir` and waits for its SSH port; returns the child.
-fn serve(dir: &std::path::Path, args: &[&str], port: u16) -> std::process::Child {
-    let mut child = difusor()
-        .arg("serve")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// A `difusor serve` child, killed when dropped: a failing assertion must not leave it holding
+/// the default ports for the next test run.
+struct Served(std::process::Child);
+
+impl Served {
+    fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `difusor serve` in `dir` and waits until every port of `ports` accepts connections.
+/// Its log goes to `dir/serve.log` (a pipe nobody reads would block the server once full).
+fn serve(dir: &std::path::Path, args: &[&str], ports: &[u16]) -> Served {
+    let log = dir.join("serve.log");
+    let mut child = Served(
+        difusor()
+            .arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("server exited with {status}: {err}");
+    for &port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("server exited with {status}: {err}");
+            }
+            assert!(Instant::now() < deadline, "server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(Instant::now() < deadline, "server did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
     }
     child
 }
@@ -53,8 +76,9 @@ fn first_start_without_config_makes_keys_and_prints_a_working_sftp_command() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = serve(dir.path(), &[], 2222);
-    let stdout = child.stdout.take().unwrap();
+    // SSH listens before HTTPS (whose first start makes a certificate): wait for both.
+    let mut child = serve(dir.path(), &[], &[2222, 8443]);
+    let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut command = None;
     for line in lines.by_ref().take(20) {
@@ -121,21 +145,20 @@ fn first_start_without_config_makes_keys_and_prints_a_working_sftp_command() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("/incoming"));
     // The site, on its default port, says it is waiting for the first cut.
     let page = Command::new("curl")
-        .args(["-sk", "--max-time", "10", "https://127.0.0.1:8443/"])
+        .args(["-sSk", "--max-time", "10", "https://127.0.0.1:8443/"])
         .output()
         .unwrap();
-    let page = String::from_utf8_lossy(&page.stdout).to_lowercase();
+    let body = String::from_utf8_lossy(&page.stdout).to_lowercase();
     assert!(
-        page.contains("waiting") || page.contains("esperando"),
-        "{page}"
+        body.contains("waiting") || body.contains("esperando"),
+        "{body}{}",
+        String::from_utf8_lossy(&page.stderr)
     );
     let fp1 = std::fs::read(keys.join("ssh_host_rsa_key.pub")).unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(lines);
+    child.stop();
     // Second start: same host keys, no new publisher key.
-    let mut child = serve(dir.path(), &[], 2222);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    serve(dir.path(), &[], &[2222]).stop();
     assert_eq!(
         fp1,
         std::fs::read(keys.join("ssh_host_rsa_key.pub")).unwrap()
@@ -223,7 +246,7 @@ fn keygen_makes_an_authorized_pem_key_and_prints_the_command() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
     // The keys log in.
-    let mut child = serve(dir.path(), &["--config", "difusor.toml"], port);
+    let child = serve(dir.path(), &["--config", "difusor.toml"], &[port]);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let o = rt.block_on(sftp(
@@ -240,8 +263,7 @@ fn keygen_makes_an_authorized_pem_key_and_prints_the_command() {
         "pwd\n",
         &[],
     ));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.stop();
     assert!(o.status.success(), "{}", text(&o));
     assert!(o2.status.success(), "{}", text(&o2));
     assert!(String::from_utf8_lossy(&o2.stdout).contains("Remote working directory: /\n"));
