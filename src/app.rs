@@ -341,16 +341,11 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
                 monitor: Arc::clone(&monitor),
                 metrics: Arc::clone(&metrics),
                 web: web.gauges(),
-                notifier_failures: Some({
+                notifiers: Some({
                     let all: Vec<_> = std::iter::once(notifiers.clone())
                         .chain(cdn_notifiers.clone())
                         .collect();
-                    Arc::new(move || {
-                        all.iter()
-                            .flat_map(|n| n.stats())
-                            .map(|s| (s.name, s.failures))
-                            .collect()
-                    })
+                    Arc::new(move || all.iter().flat_map(|n| n.stats()).collect())
                 }),
                 mirror: mirror.clone(),
             };

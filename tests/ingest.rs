@@ -705,15 +705,6 @@ async fn retention_prunes_old_extracted_cuts_but_never_history_or_the_live_cut()
     assert!(read_live(&srv, "index.html").is_some());
 }
 
-async fn curl(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new("curl")
-        .args(["-sk", "--max-time", "20"])
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_site_waits_for_the_first_cut_then_serves_each_published_cut_over_https() {
     let (srv, key, _) = ingest_server("").await;

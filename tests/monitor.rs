@@ -64,15 +64,6 @@ async fn push(srv: &TestServer, key: &ClientKey, name: &str, bytes: &[u8]) -> st
     .await
 }
 
-async fn curl(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .await
-        .expect("curl runs")
-}
-
 /// `(status, body)` of a GET.
 async fn get(url: &str) -> (u16, String) {
     let o = curl(&["-k", "-w", "\n%{http_code}", url]).await;

@@ -442,6 +442,23 @@ async fn a_hanging_webhook_delays_nothing_then_fails_and_recovers() {
     // Cut 2's notification is delivered next (the receiver answers now): recovered.
     let rec = wait_incidents(&srv, "notify-recovered", 1, Duration::from_secs(10)).await;
     assert_eq!(rec[0]["subject"], "newsroom");
+    // The operator's status page and /status.json show the notifier and its counters.
+    let admin = srv.running.admin_addr.expect("admin listener on");
+    let o = curl(&["-sS", &format!("http://{admin}/status.json")]).await;
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = &status["notifiers"][0];
+    assert_eq!(n["name"], "newsroom", "{status}");
+    assert_eq!(n["kind"], "webhook");
+    assert_eq!(n["failures"], 1, "{n}");
+    assert_eq!(n["retries"], 1, "{n}");
+    assert_eq!(n["failing"], false, "{n}");
+    assert!(n["successes"].as_u64().unwrap() >= 1, "{n}");
+    let page = curl(&["-sS", &format!("http://{admin}/")]).await;
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.contains("<h2>Notifiers</h2>") && page.contains("<td>newsroom</td>"),
+        "{page}"
+    );
     let got = recv.requests();
     assert_eq!(got[2].json()["cut_id"], id2.as_str());
     // The webhook takes incidents down to info, yet never hears about its own.

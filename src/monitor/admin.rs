@@ -27,8 +27,9 @@ use crate::monitor::watch::{Level, Monitor};
 use crate::store::Store;
 use crate::web::WebGauges;
 
-/// Per-notifier failure counts, for the metrics (set once the notifiers run).
-pub type NotifierFailures = Arc<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
+/// Every notifier's counters now (set once the notifiers run): the status page's table and
+/// the failure gauges.
+pub type NotifierStatsFn = Arc<dyn Fn() -> Vec<crate::notify::NotifierStats> + Send + Sync>;
 
 /// What the admin pages read.
 #[derive(Clone)]
@@ -37,7 +38,7 @@ pub struct AdminContext {
     pub monitor: Arc<Monitor>,
     pub metrics: Arc<Metrics>,
     pub web: WebGauges,
-    pub notifier_failures: Option<NotifierFailures>,
+    pub notifiers: Option<NotifierStatsFn>,
     pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
@@ -54,6 +55,7 @@ impl AdminContext {
         );
         let (requests_total, bytes_total) = self.metrics.http_totals();
         o.mirror = self.mirror.as_ref().map(|m| m.lag()).unwrap_or_default();
+        o.notifiers = self.notifiers.as_ref().map(|f| f()).unwrap_or_default();
         o.traffic = Some(TrafficView {
             now: self.monitor.traffic_now(),
             open_connections: self.web.open_connections() as u64,
@@ -80,11 +82,11 @@ impl AdminContext {
             staleness_level: self.monitor.level() as i64,
             open_connections: self.web.open_connections() as u64,
             access_log_dropped: self.web.dropped_log_lines(),
-            notifier_failures: self
-                .notifier_failures
-                .as_ref()
-                .map(|f| f())
-                .unwrap_or_default(),
+            notifier_failures: o
+                .notifiers
+                .iter()
+                .map(|n| (n.name.clone(), n.failures))
+                .collect(),
             mirror: o
                 .mirror
                 .iter()

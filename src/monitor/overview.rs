@@ -85,6 +85,8 @@ pub struct Overview {
     pub traffic: Option<TrafficView>,
     /// Object-storage targets and how far behind they are (a running server with a mirror).
     pub mirror: Vec<crate::mirror::TargetLag>,
+    /// Webhooks, command hooks and CDN purges, with their counters (a running server).
+    pub notifiers: Vec<crate::notify::NotifierStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,6 +191,7 @@ pub fn gather(store: &Store, cfg: &MonitorConfig, now: OffsetDateTime) -> Overvi
         },
         traffic: None,
         mirror: Vec::new(),
+        notifiers: Vec::new(),
     }
 }
 

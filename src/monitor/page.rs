@@ -150,6 +150,28 @@ pub fn render(o: &Overview, refresh_secs: u32) -> String {
         }
         h.push_str("</table></section>");
     }
+    // Notifiers (webhooks, hooks, CDN purges).
+    if !o.notifiers.is_empty() {
+        h.push_str("<section><h2>Notifiers</h2><table><tr><th>name</th><th>kind</th><th>state</th><th class=\"r\">delivered</th><th class=\"r\">failures</th><th class=\"r\">retries</th><th class=\"r\">queued</th></tr>");
+        for n in &o.notifiers {
+            let (class, state) = if n.failing {
+                ("critical", "failing")
+            } else {
+                ("info", "ok")
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td><span class=\"pill p-{class}\">{state}</span></td><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td></tr>",
+                esc(&n.name),
+                n.kind,
+                n.successes,
+                n.failures,
+                n.retries,
+                n.queued
+            );
+        }
+        h.push_str("</table></section>");
+    }
     // Open conditions.
     if !o.open_conditions.is_empty() {
         h.push_str("<section><h2>Open conditions</h2><table>");
@@ -265,10 +287,21 @@ mod tests {
             },
             traffic: None,
             mirror: vec![],
+            notifiers: vec![crate::notify::NotifierStats {
+                name: hostile.into(),
+                kind: "webhook",
+                successes: 3,
+                failures: 1,
+                retries: 2,
+                queued: 0,
+                failing: true,
+            }],
         };
         let html = render(&o, 10);
         assert!(!html.contains("<script"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("Waiting for the first cut"));
+        assert!(html.contains("<h2>Notifiers</h2>"), "{html}");
+        assert!(html.contains("failing"), "{html}");
     }
 }

@@ -238,6 +238,16 @@ pub fn sftp_args(
     args
 }
 
+/// Runs `curl` with `args` (silent but for errors, any certificate, 20 s at most).
+pub async fn curl(args: &[&str]) -> Output {
+    tokio::process::Command::new("curl")
+        .args(["-sSk", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl runs")
+}
+
 /// Runs stock `sftp -b` with `batch` (one command per line) as `user`.
 pub async fn sftp(addr: SocketAddr, user: &str, key: &Path, batch: &str, extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
