@@ -124,7 +124,7 @@ impl Garage {
     fn write_config(&self) {
         let d = self.dir.path();
         let text = format!(
-            "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\n\
+            "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"lmdb\"\n\
              replication_factor = 1\ncompression_level = \"none\"\n\
              rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
              rpc_secret = \"{secret}\"\n\n[s3_api]\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
