@@ -6,7 +6,8 @@
 //! file that keeps two processes from writing one journal.
 //!
 //! Crash rules (each record is appended after the fact it states, except `begin`):
-//! - `begin` lists the keys a cut is about to write and is fsynced *before* the first upload:
+//! - `begin` lists keys a cut is about to write and is fsynced *before* any of them is uploaded
+//!   (a cut may journal its keys in several `begin`s, as its scan finds them):
 //!   after a crash those keys are *uncertain* (the bucket may hold either version) until a
 //!   `put` says what they hold, so an interrupted upload is never mistaken for the old one.
 //! - `put` follows the bucket's confirmation. Puts are not fsynced one by one: a process kill
@@ -323,6 +324,48 @@ mod tests {
         assert!(j.state.uncertain.contains("b"));
         assert!(!j.state.objects.contains_key("b"));
         assert_eq!(j.records_in_log, 0, "compacted at open");
+    }
+
+    #[test]
+    fn a_cut_journaled_in_several_begins_leaves_every_unconfirmed_key_uncertain() {
+        // The mirror journals a cut's keys in batches as its scan finds them.
+        let d = tempfile::tempdir().unwrap();
+        let lock = try_lock(d.path(), "t").unwrap().unwrap();
+        {
+            let mut j = Journal::open(d.path(), "t", &lock).unwrap();
+            for r in [
+                Record::Put {
+                    key: "c".into(),
+                    object: obj("old"),
+                },
+                Record::Begin {
+                    cut: "c2".into(),
+                    keys: vec!["a".into()],
+                },
+                Record::Put {
+                    key: "a".into(),
+                    object: obj("2"),
+                },
+                Record::Begin {
+                    cut: "c2".into(),
+                    keys: vec!["b".into(), "c".into()],
+                },
+                Record::Put {
+                    key: "b".into(),
+                    object: obj("2"),
+                },
+            ] {
+                j.append(r, true).unwrap();
+            }
+        }
+        let j = Journal::open(d.path(), "t", &lock).unwrap();
+        assert_eq!(j.state.objects.get("a"), Some(&obj("2")));
+        assert_eq!(j.state.objects.get("b"), Some(&obj("2")));
+        assert!(
+            j.state.uncertain.contains("c") && !j.state.objects.contains_key("c"),
+            "c's old content is no longer trusted: its upload may have been under way"
+        );
+        assert_eq!(j.state.uncertain.len(), 1);
     }
 
     #[test]

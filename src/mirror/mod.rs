@@ -4,11 +4,12 @@
 //!
 //! Owns: one worker task per target, which after each cut goes live
 //! 1. scans the live cut (`scan`: the files the HTTPS server serves, hashed; hard links of an
-//!    increment are not read again) and compares it with its journal (`journal`: what the
-//!    bucket holds — never a listing per cut, and the last mirrored cut may be pruned);
-//! 2. journals the keys it will write, uploads every changed file except `json/main.json`
-//!    (`concurrency` at once, multipart above a threshold, each request retried), then —
-//!    only when all of them are confirmed — `json/main.json`, so a browser that reads the new
+//!    increment are not read again) and compares each file with its journal (`journal`: what
+//!    the bucket holds — never a listing per cut, and the last mirrored cut may be pruned);
+//! 2. while the scan goes on, journals the keys it will write (in batches, each fsynced before
+//!    its uploads start) and uploads every changed file except `json/main.json` (`concurrency`
+//!    at once, multipart above a threshold, each request retried), then — only when the scan
+//!    ended and all of them are confirmed — `json/main.json`, so a browser that reads the new
 //!    `main.json` never asks for a file that is not there yet;
 //! 3. schedules the deletes of files the cut no longer has, `delete_grace` after `main.json`
 //!    moved (journaled, so a restart still does them; cancelled if a newer cut brings the
@@ -592,68 +593,199 @@ impl Worker {
         })
     }
 
-    /// Uploads `keys` of `files`, journaling each confirmation. Stops at the first failure.
-    async fn upload(
+    /// Whether the bucket may hold something else than `f` under `key`.
+    fn differs(&self, key: &str, f: &scan::CutFile) -> bool {
+        self.journal.state.objects.get(key).is_none_or(|o| {
+            o.sha256 != f.sha256
+                || o.size != f.size
+                || o.content_type != f.headers.content_type
+                || o.cache_control != f.headers.cache_control
+        })
+    }
+
+    /// Journals one upload's outcome: a `put` once the bucket confirmed it; otherwise the
+    /// error that ends the attempt (after making the journal durable).
+    fn confirmed(
         &mut self,
-        files: &CutFiles,
-        keys: &[String],
+        key: String,
+        f: &scan::CutFile,
+        r: Result<(), BucketError>,
         report: &mut CutReport,
     ) -> Result<(), AttemptError> {
-        // Owned items and a cloned client per upload: the stream lives in a spawned task.
-        let bucket = self.bucket.clone();
-        let items: Vec<(String, scan::CutFile)> = keys
-            .iter()
-            .filter_map(|k| files.get(k).map(|f| (k.clone(), f.clone())))
-            .collect();
-        let mut results = futures::stream::iter(items)
-            .map(move |(k, f)| {
-                let bucket = bucket.clone();
-                async move {
-                    let r = bucket.put_file(&k, &f.source, f.size, &f.headers).await;
-                    (k, f, r)
-                }
-            })
-            .buffer_unordered(self.target.concurrency);
-        while let Some((key, f, r)) = results.next().await {
-            match r {
-                Ok(()) => {
-                    tracing::debug!(target = %self.target.name, key = %key, bytes = f.size, "uploaded");
-                    report.uploaded += 1;
-                    report.uploaded_bytes += f.size;
-                    self.journal.append(
-                        Record::Put {
-                            key,
-                            object: ObjectRecord {
-                                sha256: f.sha256.clone(),
-                                size: f.size,
-                                content_type: f.headers.content_type.clone(),
-                                cache_control: f.headers.cache_control.clone(),
-                            },
+        match r {
+            Ok(()) => {
+                tracing::debug!(target = %self.target.name, key = %key, bytes = f.size, "uploaded");
+                report.uploaded += 1;
+                report.uploaded_bytes += f.size;
+                self.journal.append(
+                    Record::Put {
+                        key,
+                        object: ObjectRecord {
+                            sha256: f.sha256.clone(),
+                            size: f.size,
+                            content_type: f.headers.content_type.clone(),
+                            cache_control: f.headers.cache_control.clone(),
                         },
-                        false,
-                    )?;
+                    },
+                    false,
+                )?;
+                Ok(())
+            }
+            Err(BucketError::Local(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The cut was pruned under us (a newer one is live): the caller starts over
+                // from the newest.
+                self.journal.sync()?;
+                Err(AttemptError::Cut {
+                    cut: key,
+                    source: e,
+                })
+            }
+            Err(source) => {
+                self.journal.sync()?;
+                Err(AttemptError::Object { key, source })
+            }
+        }
+    }
+
+    /// Reads `cut` and, while it is still being read, uploads every file the bucket lacks
+    /// except `json/main.json` (`concurrency` at once). SAFETY of the journal: each key's
+    /// `begin` is fsynced before its upload starts; keys are journaled in batches, whenever
+    /// the uploads run short of work, so a 200-file increment costs a few fsyncs, not 200.
+    /// `main.json`, when it changed, is journaled with the last batch but not uploaded.
+    /// Returns the cut's files, and whether `main.json` still has to go up, once the reading
+    /// ended and every upload is confirmed; stops at the first failure.
+    async fn scan_and_upload(
+        &mut self,
+        cut: &str,
+        report: &mut CutReport,
+    ) -> Result<(Arc<CutFiles>, bool), AttemptError> {
+        use futures::stream::FuturesUnordered;
+        let dir = self.store.cut_dir(cut);
+        let rules = self.rules.clone();
+        let mut cache = std::mem::take(&mut self.cache);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, scan::CutFile)>();
+        let reading = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let r = scan::scan_cut_each(&dir, &rules, &mut cache, &mut |k, f| {
+                // The receiver is gone only when the attempt already failed.
+                let _ = tx.send((k.to_owned(), f.clone()));
+            });
+            (r, cache, started.elapsed())
+        });
+        let concurrency = self.target.concurrency.max(1);
+        // Changed files found, not journaled yet; journaled, not started; started.
+        let mut found: Vec<(String, scan::CutFile)> = Vec::new();
+        let mut ready: std::collections::VecDeque<(String, scan::CutFile)> = Default::default();
+        let mut inflight = FuturesUnordered::new();
+        let mut main_changed = false;
+        let mut main_journaled = false;
+        let mut listing = true;
+        let mut failed: Option<AttemptError> = None;
+        loop {
+            let short = ready.len() + inflight.len() < concurrency;
+            let main_due = !listing && main_changed && !main_journaled;
+            if (!found.is_empty() && (short || !listing)) || main_due {
+                let mut keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
+                if !listing && main_changed && !main_journaled {
+                    keys.push(MAIN_JSON.to_owned());
+                    main_journaled = true;
                 }
-                Err(BucketError::Local(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // The cut was pruned under us (a newer one is live): the caller starts
-                    // over from the newest.
-                    drop(results);
-                    self.journal.sync()?;
-                    return Err(AttemptError::Cut {
-                        cut: key,
-                        source: e,
-                    });
+                let begin = Record::Begin {
+                    cut: cut.to_owned(),
+                    keys,
+                };
+                if let Err(e) = self.journal.append(begin, true) {
+                    failed = Some(e.into());
+                    break;
                 }
-                Err(source) => {
-                    drop(results);
-                    self.journal.sync()?;
-                    return Err(AttemptError::Object { key, source });
+                ready.extend(found.drain(..));
+            }
+            while inflight.len() < concurrency {
+                let Some((key, f)) = ready.pop_front() else {
+                    break;
+                };
+                let bucket = self.bucket.clone();
+                inflight.push(async move {
+                    let r = bucket.put_file(&key, &f.source, f.size, &f.headers).await;
+                    (key, f, r)
+                });
+            }
+            if !listing && found.is_empty() && ready.is_empty() && inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                got = rx.recv(), if listing => {
+                    use tokio::sync::mpsc::error::TryRecvError;
+                    let mut next = got;
+                    if next.is_none() {
+                        listing = false;
+                    }
+                    // Take all that is waiting: the batch grows while the last fsync ran.
+                    while let Some((key, f)) = next {
+                        if key == MAIN_JSON {
+                            main_changed = self.differs(&key, &f);
+                        } else if self.differs(&key, &f) {
+                            found.push((key, f));
+                        }
+                        next = match rx.try_recv() {
+                            Ok(item) => Some(item),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Disconnected) => {
+                                listing = false;
+                                None
+                            }
+                        };
+                    }
+                }
+                Some((key, f, r)) = inflight.next(), if !inflight.is_empty() => {
+                    if let Err(e) = self.confirmed(key, &f, r, report) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                else => {
+                    // Unreachable by the checks above (listing, or uploads in flight); never
+                    // report success for a cut whose files are not all confirmed.
+                    failed = Some(AttemptError::Journal(std::io::Error::other(
+                        "mirror: nothing left to wait for with work pending",
+                    )));
+                    break;
                 }
             }
         }
-        // No fsync here: a `put` lost to a power cut leaves its key uncertain (the `begin`
-        // was durable), so it is uploaded again; the `mirrored` record is fsynced.
-        drop(results);
-        Ok(())
+        drop(inflight);
+        drop(rx);
+        let (result, cache, took) = reading.await.map_err(|e| AttemptError::Cut {
+            cut: cut.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.cache = cache;
+        report.hashed += self.cache.last_hashed as u64;
+        report.scan_ms += took.as_millis() as u64;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let files = result.map_err(|source| AttemptError::Cut {
+            cut: cut.to_owned(),
+            source,
+        })?;
+        Ok((Arc::new(files), main_changed))
+    }
+
+    /// Uploads `json/main.json` of `files` (journaled with the cut's last batch), last.
+    async fn upload_main(
+        &mut self,
+        files: &CutFiles,
+        report: &mut CutReport,
+    ) -> Result<(), AttemptError> {
+        let Some(f) = files.get(MAIN_JSON) else {
+            return Ok(());
+        };
+        let r = self
+            .bucket
+            .put_file(MAIN_JSON, &f.source, f.size, &f.headers)
+            .await;
+        self.confirmed(MAIN_JSON.to_owned(), f, r, report)
     }
 
     /// Makes the bucket show `cut` (or a newer live cut): changed files, then `main.json`,
@@ -663,65 +795,25 @@ impl Worker {
         let mut cut = first;
         let mut report = CutReport::default();
         loop {
-            let scan_started = Instant::now();
-            let files = match self.scan(&cut).await {
-                Ok(f) => f,
+            let (files, main_changed) = match self.scan_and_upload(&cut, &mut report).await {
+                Ok(r) => r,
                 Err(AttemptError::Cut { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound
                         && self.store.live().is_some_and(|l| l != cut) =>
                 {
-                    // Pruned: a newer cut is live; go to it.
+                    // Pruned while we read or uploaded it: a newer cut is live; go to it.
                     cut = self.store.live().unwrap_or(cut);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            report.hashed += self.cache.last_hashed as u64;
-            report.scan_ms += scan_started.elapsed().as_millis() as u64;
-            let state = &self.journal.state;
-            let changed: Vec<String> = files
-                .iter()
-                .filter(|(k, f)| {
-                    state.objects.get(*k).is_none_or(|o| {
-                        o.sha256 != f.sha256
-                            || o.size != f.size
-                            || o.content_type != f.headers.content_type
-                            || o.cache_control != f.headers.cache_control
-                    })
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
             let keep: Vec<String> = files
                 .keys()
-                .filter(|k| state.deletes.contains_key(*k))
+                .filter(|k| self.journal.state.deletes.contains_key(*k))
                 .cloned()
                 .collect();
             for key in keep {
                 self.journal.append(Record::Keep { key }, false)?;
-            }
-            if !changed.is_empty() {
-                self.journal.append(
-                    Record::Begin {
-                        cut: cut.clone(),
-                        keys: changed.clone(),
-                    },
-                    true,
-                )?;
-            }
-            let others: Vec<String> = changed
-                .iter()
-                .filter(|k| k.as_str() != MAIN_JSON)
-                .cloned()
-                .collect();
-            match self.upload(&files, &others, &mut report).await {
-                Err(AttemptError::Cut { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && self.store.live().is_some_and(|l| l != cut) =>
-                {
-                    cut = self.store.live().unwrap_or(cut);
-                    continue;
-                }
-                r => r?,
             }
             // A newer cut live meanwhile: its files first, so main.json names the newest.
             if report.skipped_to_newer < 3
@@ -733,9 +825,8 @@ impl Worker {
                 cut = newer;
                 continue;
             }
-            if changed.iter().any(|k| k == MAIN_JSON) {
-                self.upload(&files, &[MAIN_JSON.to_owned()], &mut report)
-                    .await?;
+            if main_changed {
+                self.upload_main(&files, &mut report).await?;
             }
             let not_before = unix_now() + self.target.delete_grace.as_secs() as i64;
             let gone: Vec<String> = self

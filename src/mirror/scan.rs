@@ -42,6 +42,17 @@ pub type CutFiles = BTreeMap<String, CutFile>;
 
 /// Lists and hashes every file of `cut_dir` that the HTTPS server would serve. Blocking.
 pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io::Result<CutFiles> {
+    scan_cut_each(cut_dir, rules, cache, &mut |_, _| {})
+}
+
+/// [`scan_cut`], handing each file to `each` as soon as it is hashed (the mirror starts
+/// uploading while the rest of the cut is still being read).
+pub fn scan_cut_each(
+    cut_dir: &Path,
+    rules: &CacheRules,
+    cache: &mut HashCache,
+    each: &mut dyn FnMut(&str, &CutFile),
+) -> io::Result<CutFiles> {
     let root = cut_dir.canonicalize()?;
     let mut found = Vec::new();
     let mut links = Vec::new();
@@ -72,15 +83,14 @@ pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io
             tracing::warn!(key = %key, "file name cannot be an object key; not mirrored");
             continue;
         }
-        out.insert(
-            key.clone(),
-            CutFile {
-                source: path,
-                sha256: sha,
-                size: meta.len(),
-                headers: headers_for(&key, rules),
-            },
-        );
+        let file = CutFile {
+            source: path,
+            sha256: sha,
+            size: meta.len(),
+            headers: headers_for(&key, rules),
+        };
+        each(&key, &file);
+        out.insert(key, file);
     }
     // Links inside the cut are copies of what they point at, as the snapshot serves them.
     for (key, link) in links {
@@ -91,15 +101,14 @@ pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io
             continue;
         }
         if let Some((sha, size)) = by_path.get(&target) {
-            out.insert(
-                key.clone(),
-                CutFile {
-                    source: target,
-                    sha256: sha.clone(),
-                    size: *size,
-                    headers: headers_for(&key, rules),
-                },
-            );
+            let file = CutFile {
+                source: target,
+                sha256: sha.clone(),
+                size: *size,
+                headers: headers_for(&key, rules),
+            };
+            each(&key, &file);
+            out.insert(key, file);
         }
     }
     cache.by_stamp = next;
