@@ -1,7 +1,8 @@
 //! The report's classification rules and order statistics, each one a small pure function so
 //! the definitions in the module doc and the HTML footnote have exactly one implementation.
 //!
-//! Owns: what a bot is, what a page view is, the median and the p95.
+//! Owns: what a bot is, what a page view is, the median and the p95, and [`Durations`], the
+//! fixed-size histogram the request latencies are counted in.
 //! Must never: look at anything but the one request (or the one list) it is given.
 
 /// Case-insensitive substrings of a user agent that make the request a bot's. A missing or
@@ -114,9 +115,163 @@ pub fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// Sub-buckets per power of two above [`EXACT_BELOW_US`]: 1,024, so a bucket is < 0.1 % wide.
+const SUB_BITS: u32 = 10;
+/// Durations under this many µs are counted exactly.
+pub const EXACT_BELOW_US: u32 = 1 << SUB_BITS;
+const BUCKETS: usize = (EXACT_BELOW_US as usize) * (1 + (32 - SUB_BITS as usize));
+
+/// Request durations in µs, counted in log-linear buckets: exact below 1,024 µs, floored to
+/// within 0.1 % above. PERF: memory is fixed (~190 KB once a request is counted) however
+/// many requests a night had — a national night logs hundreds of millions, which a list of
+/// every duration could not hold.
+#[derive(Debug, Default, Clone)]
+pub struct Durations {
+    counts: Vec<u64>,
+    n: u64,
+}
+
+impl Durations {
+    fn index(us: u32) -> usize {
+        if us < EXACT_BELOW_US {
+            return us as usize;
+        }
+        let octave = 31 - us.leading_zeros(); // ≥ SUB_BITS
+        let shift = octave - SUB_BITS;
+        let sub = ((us >> shift) - EXACT_BELOW_US) as usize;
+        EXACT_BELOW_US as usize * (1 + shift as usize) + sub
+    }
+
+    /// The smallest duration (µs) counted in bucket `i`.
+    fn lower_us(i: usize) -> u64 {
+        let sub_count = EXACT_BELOW_US as usize;
+        if i < sub_count {
+            return i as u64;
+        }
+        let shift = (i / sub_count - 1) as u32;
+        ((sub_count + i % sub_count) as u64) << shift
+    }
+
+    pub fn add(&mut self, us: u32) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        if let Some(c) = self.counts.get_mut(Self::index(us)) {
+            *c += 1;
+            self.n += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Durations) {
+        if other.n == 0 {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.n += other.n;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The duration at 1-based `rank` of the ascending order, in ms.
+    fn at_rank_ms(&self, rank: u64) -> Option<f64> {
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank && *c > 0 {
+                return Some(Self::lower_us(i) as f64 / 1000.0);
+            }
+        }
+        None
+    }
+
+    /// As [`median`] of the sorted durations, in ms.
+    pub fn median_ms(&self) -> Option<f64> {
+        let n = self.n;
+        if n == 0 {
+            return None;
+        }
+        if n % 2 == 1 {
+            self.at_rank_ms(n / 2 + 1)
+        } else {
+            Some((self.at_rank_ms(n / 2)? + self.at_rank_ms(n / 2 + 1)?) / 2.0)
+        }
+    }
+
+    /// As [`percentile`] (nearest rank) of the sorted durations, in ms.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let n = self.n;
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil().clamp(1.0, n as f64) as u64;
+        self.at_rank_ms(rank)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_exact_below_a_millisecond_and_within_a_thousandth_above() {
+        for us in [
+            0u32,
+            1,
+            999,
+            1023,
+            1024,
+            1025,
+            5000,
+            9000,
+            65_537,
+            10_000_000,
+            u32::MAX,
+        ] {
+            let i = Durations::index(us);
+            let lo = Durations::lower_us(i);
+            assert!(lo <= u64::from(us), "{us}: {lo}");
+            assert!(
+                (u64::from(us) - lo) as f64 <= f64::from(us) / 1000.0,
+                "{us}: bucket starts at {lo}"
+            );
+            if us < EXACT_BELOW_US {
+                assert_eq!(lo, u64::from(us));
+            }
+            assert!(i < BUCKETS, "{us}");
+            // Buckets are in ascending order of the durations they hold.
+            if us > 0 {
+                assert!(Durations::index(us - 1) <= i);
+            }
+        }
+        // The same order statistics as the sorted list, for values it holds exactly.
+        let values = [800u32, 1000, 600, 5000, 3000, 9000, 700, 750];
+        let mut d = Durations::default();
+        for v in values {
+            d.add(v);
+        }
+        let mut sorted: Vec<f64> = values.iter().map(|v| f64::from(*v) / 1000.0).collect();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(d.median_ms(), median(&sorted));
+        assert_eq!(d.percentile_ms(95.0), percentile(&sorted, 95.0));
+        let mut merged = Durations::default();
+        merged.merge(&d);
+        merged.merge(&Durations::default());
+        merged.add(100);
+        assert_eq!(merged.len(), 9);
+        assert_eq!(merged.median_ms(), Some(0.8));
+        assert_eq!(Durations::default().median_ms(), None);
+    }
 
     #[test]
     fn bots_are_missing_empty_or_listed_user_agents() {

@@ -97,8 +97,8 @@ struct Bucket {
     bot_page_views: u64,
     bytes: u64,
     status: StatusClasses,
-    /// Every request's `duration_ms`, in whole microseconds (the log's resolution).
-    durations_us: Vec<u32>,
+    /// The requests' `duration_ms`, in whole microseconds (the log's resolution).
+    durations: rules::Durations,
     /// Visitor keys of the hour (salted with the hour's day).
     visitors: HashSet<u128>,
     /// Durations of the visits that started in this hour.
@@ -261,7 +261,7 @@ impl<'w> Analyser<'w> {
             b.bytes = b.bytes.saturating_add(bytes);
             b.status.add(status);
             if let Some(us) = duration_us {
-                b.durations_us.push(us);
+                b.durations.add(us);
             }
             match visitor {
                 None => {
@@ -383,7 +383,6 @@ impl<'w> Analyser<'w> {
             .enumerate()
             .map(|(i, b)| {
                 let start = w.local_index_start_ms(self.first_hour + i as i64, hour_ms);
-                b.durations_us.sort_unstable();
                 b.visits_ms.sort_unstable();
                 let uniques = b.visitors.len() as u64;
                 period(
@@ -391,7 +390,7 @@ impl<'w> Analyser<'w> {
                     start,
                     start + hour_ms,
                     uniques,
-                    &b.durations_us,
+                    &b.durations,
                     &b.visits_ms,
                     w,
                 )
@@ -401,7 +400,7 @@ impl<'w> Analyser<'w> {
         // Days: the union of their hours (the hours of one day share that day's salt).
         let day_ms = 86_400_000;
         let mut daily = Vec::new();
-        let mut all_durations = Vec::new();
+        let mut all_durations = rules::Durations::default();
         let mut all_visits = Vec::new();
         let mut total = Bucket::default();
         let mut unique_sum = 0u64;
@@ -410,13 +409,13 @@ impl<'w> Analyser<'w> {
             let day = (self.first_hour + i as i64).div_euclid(24);
             let mut day_bucket = Bucket::default();
             let mut visitors: HashSet<u128> = HashSet::new();
-            let mut durations = Vec::new();
+            let mut durations = rules::Durations::default();
             let mut visits = Vec::new();
             while i < self.hours.len() && (self.first_hour + i as i64).div_euclid(24) == day {
                 if let Some(b) = self.hours.get_mut(i) {
                     add_counts(&mut day_bucket, b);
                     visitors.extend(b.visitors.drain());
-                    durations.append(&mut b.durations_us);
+                    durations.merge(&b.durations);
                     visits.append(&mut b.visits_ms);
                 }
                 i += 1;
@@ -424,7 +423,6 @@ impl<'w> Analyser<'w> {
             let start = w.local_index_start_ms(day, day_ms);
             add_counts(&mut total, &day_bucket);
             unique_sum += visitors.len() as u64;
-            durations.sort_unstable();
             visits.sort_unstable();
             let uniques = visitors.len() as u64;
             let end = start + day_ms;
@@ -437,10 +435,9 @@ impl<'w> Analyser<'w> {
                 &visits,
                 w,
             ));
-            all_durations.append(&mut durations);
+            all_durations.merge(&durations);
             all_visits.append(&mut visits);
         }
-        all_durations.sort_unstable();
         all_visits.sort_unstable();
         let (from, to) = (w.from_ms, w.to_ms);
         let summary = period(&total, from, to, unique_sum, &all_durations, &all_visits, w);
@@ -510,20 +507,16 @@ fn add_counts(into: &mut Bucket, b: &Bucket) {
     into.status.merge(&b.status);
 }
 
-/// The statistics of one period; `durations_us` and `visits_ms` sorted ascending.
+/// The statistics of one period; `visits_ms` sorted ascending.
 fn period(
     b: &Bucket,
     start_ms: i64,
     end_ms: i64,
     unique_visitors: u64,
-    durations_us: &[u32],
+    durations: &rules::Durations,
     visits_ms: &[u64],
     w: &Window,
 ) -> PeriodStats {
-    let durations: Vec<f64> = durations_us
-        .iter()
-        .map(|us| f64::from(*us) / 1000.0)
-        .collect();
     let visits: Vec<f64> = visits_ms.iter().map(|ms| *ms as f64 / 1000.0).collect();
     PeriodStats {
         start: w.datetime(start_ms),
@@ -539,8 +532,8 @@ fn period(
         median_visit_secs: rules::median(&visits),
         bytes: b.bytes,
         status: b.status,
-        median_ms: rules::median(&durations),
-        p95_ms: rules::percentile(&durations, 95.0),
+        median_ms: durations.median_ms(),
+        p95_ms: durations.percentile_ms(95.0),
     }
 }
 
