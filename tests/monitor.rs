@@ -30,38 +30,11 @@ use common::packages::{self, CutTime};
 use common::*;
 
 async fn server(extra: &str) -> (TestServer, ClientKey) {
-    let mut key = None;
-    let srv = start_ingest_server(
-        &[User {
-            name: "institute",
-            role: "publisher",
-            keys: "keys/institute.pub",
-        }],
-        extra,
-        |dir| {
-            key = Some(ssh_keygen(
-                &dir.join("keys"),
-                "institute",
-                &["-t", "ed25519"],
-            ))
-        },
-    )
-    .await;
-    (srv, key.unwrap())
+    start_publisher_server(extra, |_| {}).await
 }
 
 async fn push(srv: &TestServer, key: &ClientKey, name: &str, bytes: &[u8]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("pkg");
-    std::fs::write(&local, bytes).unwrap();
-    sftp(
-        srv.addr,
-        "institute",
-        &key.private,
-        &format!("put {} \"{name}\"\n", local.display()),
-        &[],
-    )
-    .await
+    put_as_institute(srv, key, name, bytes).await
 }
 
 /// `(status, body)` of a GET.

@@ -32,41 +32,13 @@ use common::*;
 const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
 async fn server(extra: &str, setup: impl FnOnce(&Path)) -> (TestServer, ClientKey) {
-    let mut key = None;
-    let srv = start_ingest_server(
-        &[User {
-            name: "institute",
-            role: "publisher",
-            keys: "keys/institute.pub",
-        }],
-        extra,
-        |dir| {
-            key = Some(ssh_keygen(
-                &dir.join("keys"),
-                "institute",
-                &["-t", "ed25519"],
-            ));
-            setup(dir);
-        },
-    )
-    .await;
-    (srv, key.unwrap())
+    start_publisher_server(extra, setup).await
 }
 
 /// Uploads `bytes` as `name` with real sftp; returns how long the `put` took.
 async fn push(srv: &TestServer, key: &ClientKey, name: &str, bytes: &[u8]) -> Duration {
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("pkg");
-    std::fs::write(&local, bytes).unwrap();
     let started = Instant::now();
-    let o = sftp(
-        srv.addr,
-        "institute",
-        &key.private,
-        &format!("put {} \"{name}\"\n", local.display()),
-        &[],
-    )
-    .await;
+    let o = put_as_institute(srv, key, name, bytes).await;
     let took = started.elapsed();
     assert!(o.status.success(), "push {name}: {}", text(&o));
     took
@@ -74,17 +46,7 @@ async fn push(srv: &TestServer, key: &ClientKey, name: &str, bytes: &[u8]) -> Du
 
 /// Uploads a package the pipeline refuses (the `put` fails).
 async fn push_rejected(srv: &TestServer, key: &ClientKey, name: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("pkg");
-    std::fs::write(&local, b"this is not a zip archive").unwrap();
-    let o = sftp(
-        srv.addr,
-        "institute",
-        &key.private,
-        &format!("put {} \"{name}\"\n", local.display()),
-        &[],
-    )
-    .await;
+    let o = put_as_institute(srv, key, name, b"this is not a zip archive").await;
     assert!(
         !o.status.success(),
         "a bad package was accepted: {}",

@@ -86,6 +86,53 @@ pub async fn start_ingest_server(
     start(users, extra, setup, true).await
 }
 
+/// An ingest server with one publisher, `institute`, whose ed25519 key is returned; `setup`
+/// runs on the server's directory before it starts (after the key is made).
+pub async fn start_publisher_server(
+    extra: &str,
+    setup: impl FnOnce(&Path),
+) -> (TestServer, ClientKey) {
+    let mut key = None;
+    let srv = start_ingest_server(
+        &[User {
+            name: "institute",
+            role: "publisher",
+            keys: "keys/institute.pub",
+        }],
+        extra,
+        |dir| {
+            key = Some(ssh_keygen(
+                &dir.join("keys"),
+                "institute",
+                &["-t", "ed25519"],
+            ));
+            setup(dir);
+        },
+    )
+    .await;
+    (srv, key.expect("the setup ran"))
+}
+
+/// Uploads `bytes` as `name` with stock sftp as `institute` (see [`start_publisher_server`]).
+pub async fn put_as_institute(
+    srv: &TestServer,
+    key: &ClientKey,
+    name: &str,
+    bytes: &[u8],
+) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("pkg");
+    std::fs::write(&local, bytes).unwrap();
+    sftp(
+        srv.addr,
+        "institute",
+        &key.private,
+        &format!("put {} \"{name}\"\n", local.display()),
+        &[],
+    )
+    .await
+}
+
 async fn start(
     users: &[User<'_>],
     extra: &str,
