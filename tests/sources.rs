@@ -12,6 +12,9 @@
 //! - a source that fails for many polls raises one `source-failed`, then `source-recovered`
 //! - an S3 source (a real Garage server) picks up packages put in the institute's bucket,
 //!   under its prefix and pattern, with their sidecar, in name order
+//! - an S3 download resumes the partial a killed run left (ranged GET, only for the same
+//!   ETag; a partial of another version starts over), and a resumed file that disagrees with
+//!   its `.sha256` is fetched again whole: one `source-failed`, nothing quarantined
 
 mod common;
 
@@ -360,4 +363,116 @@ async fn an_s3_source_picks_up_packages_put_in_the_institutes_bucket() {
         store.live().as_deref(),
         Some(manifests(&srv)[2].cut_id.as_str())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_download_resumes_its_partial_and_a_resume_that_went_bad_is_fetched_again() {
+    use object_store::ObjectStoreExt;
+    let garage = common::garage::Garage::start().await;
+    // Two packages, each with its sidecar. The server starts with a partial of each, as a
+    // run killed mid-download leaves them (`state/sources/<name>/partial/<file>` + `.meta`
+    // holding the ETag it was listed with).
+    let c1 = CUT;
+    let c2 = CUT.plus_minutes(15);
+    let one = packages::zip_bytes(&packages::full_site(&c1, 1));
+    let two = packages::zip_bytes(&packages::increment(&c2, 1));
+    for (cut, bytes) in [(&c1, &one), (&c2, &two)] {
+        let name = cut.name(".zip");
+        garage.put(&format!("paquetes/{name}"), bytes, None).await;
+        let sc = packages::sidecar_for(&name, bytes);
+        garage
+            .put(&format!("paquetes/{name}.sha256"), sc.as_bytes(), None)
+            .await;
+    }
+    let etag = |key: String| {
+        let c = garage.client();
+        async move {
+            c.head(&object_store::path::Path::parse(key).unwrap())
+                .await
+                .unwrap()
+                .e_tag
+                .expect("Garage lists an ETag")
+        }
+    };
+    let etag_two = etag(format!("paquetes/{}", c2.name(".zip"))).await;
+    // Package 1: a partial of another version of the object (its ETag differs) — it must
+    // not be resumed. Package 2: a partial of this very version whose bytes went bad on
+    // disk — resumed (only the rest is fetched), so it disagrees with its sidecar, and must
+    // then be fetched again whole.
+    let stale: Vec<u8> = vec![b'x'; one.len() / 2];
+    let mut bad_prefix = two[..two.len() / 2].to_vec();
+    for b in bad_prefix.iter_mut().take(64) {
+        *b ^= 0xff;
+    }
+    let creds = tempfile::tempdir().unwrap();
+    let creds_file = creds.path().join("garage.credentials");
+    garage.write_credentials_file(&creds_file);
+    let (n1, n2) = (c1.name(".zip"), c2.name(".zip"));
+    let srv = start_ingest_server(
+        &[User {
+            name: "institute",
+            role: "publisher",
+            keys: "keys/institute.pub",
+        }],
+        &format!(
+            "[[sources.s3]]\nname = \"ieqroo\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"paquetes/\"\nallow_http = true\ncredentials_file = \"{}\"\npoll_secs = 1\n",
+            garage.endpoint(),
+            garage.region(),
+            garage.bucket,
+            creds_file.display()
+        ),
+        |dir| {
+            ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]);
+            let partial = dir.join("data/state/sources/ieqroo/partial");
+            std::fs::create_dir_all(&partial).unwrap();
+            std::fs::write(partial.join(&n1), &stale).unwrap();
+            std::fs::write(partial.join(format!("{n1}.meta")), "\"0123456789abcdef\"").unwrap();
+            std::fs::write(partial.join(&n2), &bad_prefix).unwrap();
+            std::fs::write(partial.join(format!("{n2}.meta")), &etag_two).unwrap();
+        },
+    )
+    .await;
+    wait_for("both packages published", Duration::from_secs(30), || {
+        manifests(&srv).len() == 2
+    })
+    .await;
+    let m = manifests(&srv);
+    assert_eq!(m[0].original_name, n1);
+    assert_eq!(
+        m[0].sha256,
+        packages::sha256_hex(&one),
+        "the stale partial was not resumed"
+    );
+    assert_eq!(m[1].original_name, n2);
+    assert_eq!(
+        m[1].sha256,
+        packages::sha256_hex(&two),
+        "fetched again whole"
+    );
+    // The bad resume is the one incident (an operator should know a download went bad), then
+    // the source recovers; nothing is quarantined.
+    let incidents = srv.running.pipeline.store().incidents();
+    let failed: Vec<_> = incidents
+        .iter()
+        .filter(|i| i.kind == "source-failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{incidents:#?}");
+    assert!(
+        failed[0].reason.contains(&n2) && failed[0].reason.contains("resumed download"),
+        "{}",
+        failed[0].reason
+    );
+    wait_for("source-recovered", Duration::from_secs(10), || {
+        kinds(&srv).contains(&"source-recovered".to_owned())
+    })
+    .await;
+    assert!(
+        !kinds(&srv).contains(&"package-rejected".to_owned()),
+        "{:?}",
+        kinds(&srv)
+    );
+    let left = std::fs::read_dir(srv.root().join("data/state/sources/ieqroo/partial"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "no partial left behind");
 }

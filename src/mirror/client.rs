@@ -348,12 +348,21 @@ impl Bucket {
     }
 
     /// Streams `key` from byte `from` on, appending to `dest` (a pull source resuming an
-    /// interrupted download); the bytes written.
-    pub async fn download_to(&self, key: &str, dest: &Path, from: u64) -> Result<u64, BucketError> {
+    /// interrupted download); the bytes written. With `if_match` (the ETag the object was
+    /// listed with) the bucket refuses to send another version's bytes (412), so a resumed
+    /// file never mixes two versions.
+    pub async fn download_to(
+        &self,
+        key: &str,
+        dest: &Path,
+        from: u64,
+        if_match: Option<&str>,
+    ) -> Result<u64, BucketError> {
         use tokio::io::AsyncWriteExt;
         let location = self.location(key)?;
         let opts = object_store::GetOptions {
             range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+            if_match: if_match.map(str::to_owned),
             ..Default::default()
         };
         let got = self.store.get_opts(&location, opts).await?;

@@ -433,6 +433,7 @@ impl HttpsSource {
                 started,
                 finished: SystemTime::now(),
                 bytes_received: received,
+                resumed: append,
             },
             (etag, modified),
         )))

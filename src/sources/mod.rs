@@ -158,6 +158,8 @@ pub struct Fetched {
     pub finished: SystemTime,
     /// Bytes fetched in this run (less than the size after a resume).
     pub bytes_received: u64,
+    /// Whether this run appended to bytes an earlier run fetched.
+    pub resumed: bool,
 }
 
 /// Hands a complete download to the pipeline and waits for its verdict. Returns the result
@@ -173,6 +175,23 @@ pub async fn hand_over(
         .await
         .map_err(std::io::Error::other)??;
     let size = std::fs::metadata(&f.file)?.len();
+    // A resumed download that disagrees with its `.sha256` may hold bytes of an older run
+    // that went bad: fetch it again whole rather than hand the institute's package to the
+    // pipeline as corrupt (which would quarantine it for good).
+    let sidecar_sha = f
+        .sidecar
+        .as_deref()
+        .and_then(|s| crate::ingest::checksum::parse_sidecar(s).ok());
+    if f.resumed && sidecar_sha.as_deref().is_some_and(|want| want != sha) {
+        let _ = std::fs::remove_file(&f.file);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: the resumed download does not match its .sha256; it is fetched again from the start",
+                f.name
+            ),
+        ));
+    }
     if store.manifests().iter().any(|m| m.sha256 == sha) {
         tracing::info!(source, package = %f.name, %sha, "already in history; not processed again");
         let _ = std::fs::remove_file(&f.file);

@@ -90,11 +90,13 @@ impl S3Source {
                 .await
                 .ok()
                 .is_some_and(|m| Some(m) == tag);
-            let have = if same_version {
-                tokio::fs::metadata(&partial)
-                    .await
-                    .map(|m| m.len())
-                    .unwrap_or(0)
+            let kept = tokio::fs::metadata(&partial)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            // A partial longer than the object is not a prefix of it: start over.
+            let have = if same_version && kept <= obj.size {
+                kept
             } else {
                 let _ = tokio::fs::remove_file(&partial).await;
                 tokio::fs::write(&meta, tag.clone().unwrap_or_default())
@@ -107,12 +109,21 @@ impl S3Source {
             }
             let received = if have < obj.size {
                 self.bucket
-                    .download_to(&obj.key, &partial, have)
+                    .download_to(&obj.key, &partial, have, obj.e_tag.as_deref())
                     .await
                     .map_err(|e| what(&e))?
             } else {
                 0
             };
+            if have + received != obj.size {
+                // Kept: the next poll resumes it.
+                return Err(format!(
+                    "{}: the download ended at {} of {} bytes",
+                    obj.key,
+                    have + received,
+                    obj.size
+                ));
+            }
             let sidecar_key = format!("{}.sha256", obj.key);
             let sidecar = if keys.contains(sidecar_key.as_str()) {
                 self.bucket
@@ -136,6 +147,7 @@ impl S3Source {
                 started,
                 finished: SystemTime::now(),
                 bytes_received: received,
+                resumed: have > 0,
             };
             let (sha256, result, size) =
                 hand_over(&self.store, &self.uploads, &self.cfg.name, fetched)
