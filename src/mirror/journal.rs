@@ -230,9 +230,7 @@ impl Journal {
 
     /// Applies `r` and appends it; fsynced when `durable`.
     pub fn append(&mut self, r: Record, durable: bool) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&r).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.log.write_all(&line)?;
+        self.write_line(&r)?;
         if durable {
             self.log.sync_data()?;
         }
@@ -241,9 +239,34 @@ impl Journal {
         Ok(())
     }
 
+    /// [`Journal::append`] made durable with the fsync on a blocking thread, so the async
+    /// runtime (which also serves HTTPS) never waits on the disk. The record counts only once
+    /// it is durable.
+    pub async fn append_durable(&mut self, r: Record) -> io::Result<()> {
+        self.write_line(&r)?;
+        self.sync_off_thread().await?;
+        self.state.apply(&r);
+        self.records_in_log += 1;
+        Ok(())
+    }
+
+    fn write_line(&mut self, r: &Record) -> io::Result<()> {
+        let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.log.write_all(&line)
+    }
+
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
         self.log.sync_data()
+    }
+
+    /// [`Journal::sync`] on a blocking thread (a second handle of the same open file).
+    pub async fn sync_off_thread(&self) -> io::Result<()> {
+        let log = self.log.try_clone()?;
+        tokio::task::spawn_blocking(move || log.sync_data())
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Compacts when the log has grown large (called between cuts).

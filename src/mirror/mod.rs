@@ -694,7 +694,7 @@ impl Worker {
                     cut: cut.to_owned(),
                     keys,
                 };
-                if let Err(e) = self.journal.append(begin, true) {
+                if let Err(e) = self.journal.append_durable(begin).await {
                     failed = Some(e.into());
                     break;
                 }
@@ -841,13 +841,12 @@ impl Worker {
                 self.journal
                     .append(Record::ScheduleDelete { key, not_before }, false)?;
             }
-            self.journal.append(
-                Record::Mirrored {
+            self.journal
+                .append_durable(Record::Mirrored {
                     cut: cut.clone(),
                     at: OffsetDateTime::now_utc(),
-                },
-                true,
-            )?;
+                })
+                .await?;
             self.journal.maybe_compact()?;
             self.mirrored_files = Some((cut.clone(), Arc::clone(&files)));
             report.cut = cut;
@@ -928,7 +927,7 @@ impl Worker {
             }
         }
         drop(results);
-        self.journal.sync()?;
+        self.journal.sync_off_thread().await?;
         if deleted > 0 {
             tracing::info!(target = %self.target.name, deleted, "removed files deleted after the grace period");
         }
