@@ -8,7 +8,8 @@
 //!   pipeline (manifests say `source:<name>`); a package already in history under another
 //!   name is not processed again; a bad sidecar is rejected like an SFTP upload's
 //! - a single package URL is polled with `If-None-Match`, and an interrupted download resumes
-//!   with `Range` + `If-Range` instead of starting over
+//!   with `Range` + `If-Range` instead of starting over; a resumed file that disagrees with its
+//!   `.sha256` is fetched again whole instead of being quarantined
 //! - a source that fails for many polls raises one `source-failed`, then `source-recovered`
 //! - an S3 source (a real Garage server) picks up packages put in the institute's bucket,
 //!   under its prefix and pattern, with their sidecar, in name order
@@ -33,6 +34,15 @@ const CUT: CutTime = CutTime {
 };
 
 async fn server_with_source(pkg: &PkgServer, source_toml: &str) -> TestServer {
+    server_with_source_seeded(pkg, source_toml, |_| {}).await
+}
+
+/// [`server_with_source`], with `seed` run on the server's directory before it starts.
+async fn server_with_source_seeded(
+    pkg: &PkgServer,
+    source_toml: &str,
+    seed: impl FnOnce(&std::path::Path),
+) -> TestServer {
     let ca = pkg.ca_pem.clone();
     start_ingest_server(
         &[User {
@@ -47,6 +57,7 @@ async fn server_with_source(pkg: &PkgServer, source_toml: &str) -> TestServer {
             std::fs::write(dir.join("keys/institute-ca.pem"), ca).unwrap();
             std::fs::write(dir.join("keys/source.token"), "s3cr3t-token\n").unwrap();
             ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]);
+            seed(dir);
         },
     )
     .await
@@ -475,4 +486,70 @@ async fn an_s3_download_resumes_its_partial_and_a_resume_that_went_bad_is_fetche
         .unwrap()
         .count();
     assert_eq!(left, 0, "no partial left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_resume_that_disagrees_with_its_sidecar_is_fetched_again_whole() {
+    let pkg = PkgServer::start().await;
+    let path = "prep/ultimo/20240602_2000_PREP.zip";
+    let bytes = packages::zip_bytes(&packages::full_site(&CUT, 1));
+    pkg.put(path, &bytes);
+    pkg.put(
+        &format!("{path}.sha256"),
+        packages::sidecar_for("20240602_2000_PREP.zip", &bytes).as_bytes(),
+    );
+    // What a killed run left: the first half of this very version (its ETag in `.meta`),
+    // whose bytes then went bad on disk.
+    let etag = format!("\"{}\"", &packages::sha256_hex(&bytes)[..16]);
+    let mut bad_prefix = bytes[..bytes.len() / 2].to_vec();
+    for b in bad_prefix.iter_mut().take(64) {
+        *b ^= 0xff;
+    }
+    let half = bad_prefix.len();
+    let srv = server_with_source_seeded(
+        &pkg,
+        &format!("name = \"ultimo\"\nurl = \"{}\"\n", pkg.url(path)),
+        |dir| {
+            let partial = dir.join("data/state/sources/ultimo/partial");
+            std::fs::create_dir_all(&partial).unwrap();
+            std::fs::write(partial.join("package"), &bad_prefix).unwrap();
+            std::fs::write(partial.join("package.meta"), &etag).unwrap();
+        },
+    )
+    .await;
+    wait_for("the cut", Duration::from_secs(30), || {
+        manifests(&srv).len() == 1
+    })
+    .await;
+    assert_eq!(manifests(&srv)[0].sha256, packages::sha256_hex(&bytes));
+    let gets: Vec<_> = pkg
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == format!("/{path}"))
+        .collect();
+    assert_eq!(
+        gets.first().and_then(|s| s.header("range")),
+        Some(format!("bytes={half}-").as_str()),
+        "the partial was resumed first"
+    );
+    assert!(
+        gets.iter().skip(1).any(|s| s.header("range").is_none()),
+        "then fetched again whole"
+    );
+    let incidents = srv.running.pipeline.store().incidents();
+    let failed: Vec<_> = incidents
+        .iter()
+        .filter(|i| i.kind == "source-failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{incidents:#?}");
+    assert!(
+        failed[0].reason.contains("resumed download"),
+        "{}",
+        failed[0].reason
+    );
+    assert!(
+        !kinds(&srv).contains(&"package-rejected".to_owned()),
+        "{:?}",
+        kinds(&srv)
+    );
 }
