@@ -228,12 +228,9 @@ impl Journal {
         Ok(j)
     }
 
-    /// Applies `r` and appends it; fsynced when `durable`.
-    pub fn append(&mut self, r: Record, durable: bool) -> io::Result<()> {
+    /// Applies `r` and appends it, not fsynced (see [`Journal::append_durable`]).
+    pub fn append(&mut self, r: Record) -> io::Result<()> {
         self.write_line(&r)?;
-        if durable {
-            self.log.sync_data()?;
-        }
         self.state.apply(&r);
         self.records_in_log += 1;
         Ok(())
@@ -321,21 +318,16 @@ mod tests {
         );
         {
             let mut j = Journal::open(d.path(), "t", &lock).unwrap();
-            j.append(
-                Record::Begin {
-                    cut: "c1".into(),
-                    keys: vec!["a".into(), "b".into()],
-                },
-                true,
-            )
+            j.append(Record::Begin {
+                cut: "c1".into(),
+                keys: vec!["a".into(), "b".into()],
+            })
             .unwrap();
-            j.append(
-                Record::Put {
-                    key: "a".into(),
-                    object: obj("1"),
-                },
-                false,
-            )
+            j.sync().unwrap();
+            j.append(Record::Put {
+                key: "a".into(),
+                object: obj("1"),
+            })
             .unwrap();
             // "b" never confirmed; then a torn line.
             j.log
@@ -378,7 +370,8 @@ mod tests {
                     object: obj("2"),
                 },
             ] {
-                j.append(r, true).unwrap();
+                j.append(r).unwrap();
+                j.sync().unwrap();
             }
         }
         let j = Journal::open(d.path(), "t", &lock).unwrap();

@@ -400,6 +400,9 @@ enum AttemptError {
     Journal(#[from] std::io::Error),
 }
 
+/// A scan's result, the hash cache it carried, and how long it took.
+type ScanOutcome = (std::io::Result<CutFiles>, HashCache, Duration);
+
 /// What one mirrored cut took.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CutReport {
@@ -574,23 +577,42 @@ impl Worker {
     }
 
     async fn scan(&mut self, cut: &str) -> Result<Arc<CutFiles>, AttemptError> {
+        let scanning = self.start_scan(cut, |_, _| {});
+        let (files, _) = self.finish_scan(cut, scanning.await)?;
+        Ok(Arc::new(files))
+    }
+
+    /// Scans `cut` on a blocking thread with the hash cache, handing each file to `each` there
+    /// as soon as it is hashed. [`Worker::finish_scan`] puts the cache back.
+    fn start_scan(
+        &mut self,
+        cut: &str,
+        mut each: impl FnMut(&str, &scan::CutFile) + Send + 'static,
+    ) -> tokio::task::JoinHandle<ScanOutcome> {
         let dir = self.store.cut_dir(cut);
         let rules = self.rules.clone();
         let mut cache = std::mem::take(&mut self.cache);
-        let (result, cache) = tokio::task::spawn_blocking(move || {
-            let r = scan::scan_cut(&dir, &rules, &mut cache);
-            (r, cache)
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let r = scan::scan_cut_each(&dir, &rules, &mut cache, &mut each);
+            (r, cache, started.elapsed())
         })
-        .await
-        .map_err(|e| AttemptError::Cut {
-            cut: cut.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        self.cache = cache;
-        result.map(Arc::new).map_err(|source| AttemptError::Cut {
+    }
+
+    /// The cut's files and how long the scan took; the hash cache is back in place.
+    fn finish_scan(
+        &mut self,
+        cut: &str,
+        joined: Result<ScanOutcome, tokio::task::JoinError>,
+    ) -> Result<(CutFiles, Duration), AttemptError> {
+        let err = |source| AttemptError::Cut {
             cut: cut.to_owned(),
             source,
-        })
+        };
+        let (result, cache, took) =
+            joined.map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        self.cache = cache;
+        Ok((result.map_err(err)?, took))
     }
 
     /// Whether the bucket may hold something else than `f` under `key`.
@@ -617,18 +639,17 @@ impl Worker {
                 tracing::debug!(target = %self.target.name, key = %key, bytes = f.size, "uploaded");
                 report.uploaded += 1;
                 report.uploaded_bytes += f.size;
-                self.journal.append(
-                    Record::Put {
-                        key,
-                        object: ObjectRecord {
-                            sha256: f.sha256.clone(),
-                            size: f.size,
-                            content_type: f.headers.content_type.clone(),
-                            cache_control: f.headers.cache_control.clone(),
-                        },
+                // Not fsynced: a `put` lost to a power cut leaves its key uncertain (its
+                // `begin` was durable), so it is uploaded again.
+                self.journal.append(Record::Put {
+                    key,
+                    object: ObjectRecord {
+                        sha256: f.sha256.clone(),
+                        size: f.size,
+                        content_type: f.headers.content_type.clone(),
+                        cache_control: f.headers.cache_control.clone(),
                     },
-                    false,
-                )?;
+                })?;
                 Ok(())
             }
             Err(BucketError::Local(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -660,17 +681,10 @@ impl Worker {
         report: &mut CutReport,
     ) -> Result<(Arc<CutFiles>, bool), AttemptError> {
         use futures::stream::FuturesUnordered;
-        let dir = self.store.cut_dir(cut);
-        let rules = self.rules.clone();
-        let mut cache = std::mem::take(&mut self.cache);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, scan::CutFile)>();
-        let reading = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let r = scan::scan_cut_each(&dir, &rules, &mut cache, &mut |k, f| {
-                // The receiver is gone only when the attempt already failed.
-                let _ = tx.send((k.to_owned(), f.clone()));
-            });
-            (r, cache, started.elapsed())
+        let reading = self.start_scan(cut, move |k, f| {
+            // The receiver is gone only when the attempt already failed.
+            let _ = tx.send((k.to_owned(), f.clone()));
         });
         let concurrency = self.target.concurrency.max(1);
         // Changed files found, not journaled yet; journaled, not started; started.
@@ -686,7 +700,7 @@ impl Worker {
             let main_due = !listing && main_changed && !main_journaled;
             if (!found.is_empty() && (short || !listing)) || main_due {
                 let mut keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
-                if !listing && main_changed && !main_journaled {
+                if main_due {
                     keys.push(MAIN_JSON.to_owned());
                     main_journaled = true;
                 }
@@ -755,20 +769,13 @@ impl Worker {
         }
         drop(inflight);
         drop(rx);
-        let (result, cache, took) = reading.await.map_err(|e| AttemptError::Cut {
-            cut: cut.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        self.cache = cache;
-        report.hashed += self.cache.last_hashed as u64;
-        report.scan_ms += took.as_millis() as u64;
+        let scanned = self.finish_scan(cut, reading.await);
         if let Some(e) = failed {
             return Err(e);
         }
-        let files = result.map_err(|source| AttemptError::Cut {
-            cut: cut.to_owned(),
-            source,
-        })?;
+        let (files, took) = scanned?;
+        report.hashed += self.cache.last_hashed as u64;
+        report.scan_ms += took.as_millis() as u64;
         Ok((Arc::new(files), main_changed))
     }
 
@@ -813,7 +820,7 @@ impl Worker {
                 .cloned()
                 .collect();
             for key in keep {
-                self.journal.append(Record::Keep { key }, false)?;
+                self.journal.append(Record::Keep { key })?;
             }
             // A newer cut live meanwhile: its files first, so main.json names the newest.
             if report.skipped_to_newer < 3
@@ -839,7 +846,7 @@ impl Worker {
             report.deletes_scheduled = gone.len() as u64;
             for key in gone {
                 self.journal
-                    .append(Record::ScheduleDelete { key, not_before }, false)?;
+                    .append(Record::ScheduleDelete { key, not_before })?;
             }
             self.journal
                 .append_durable(Record::Mirrored {
@@ -900,7 +907,7 @@ impl Worker {
             .into_iter()
             .partition(|k| shown.as_ref().is_some_and(|f| f.contains_key(k)));
         for key in keep {
-            self.journal.append(Record::Keep { key }, false)?;
+            self.journal.append(Record::Keep { key })?;
         }
         let bucket = self.bucket.clone();
         let mut results = futures::stream::iter(remove)
@@ -917,7 +924,7 @@ impl Worker {
                 Ok(()) => {
                     tracing::debug!(target = %self.target.name, key = %key, "deleted");
                     deleted += 1;
-                    self.journal.append(Record::Deleted { key }, false)?;
+                    self.journal.append(Record::Deleted { key })?;
                 }
                 Err(source) => {
                     drop(results);
