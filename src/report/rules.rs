@@ -175,14 +175,6 @@ impl Durations {
         self.n += other.n;
     }
 
-    pub fn len(&self) -> u64 {
-        self.n
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// The duration at 1-based `rank` of the ascending order, in ms.
     fn at_rank_ms(&self, rank: u64) -> Option<f64> {
         let mut seen = 0u64;
@@ -268,7 +260,7 @@ mod tests {
         merged.merge(&d);
         merged.merge(&Durations::default());
         merged.add(100);
-        assert_eq!(merged.len(), 9);
+        assert_eq!(merged.n, 9);
         assert_eq!(merged.median_ms(), Some(0.8));
         assert_eq!(Durations::default().median_ms(), None);
     }
