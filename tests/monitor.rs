@@ -535,16 +535,7 @@ async fn a_certificate_near_expiry_is_an_incident() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditions_left_open_by_a_previous_run_are_closed_when_they_cleared() {
     // A previous run recorded a late cut and a low disk, then stopped before they cleared.
-    let mut key = None;
-    let srv = start_ingest_server(
-        &[User {
-            name: "institute",
-            role: "publisher",
-            keys: "keys/institute.pub",
-        }],
-        "",
-        |dir| {
-            key = Some(ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]));
+    let (srv, _key) = start_publisher_server("", |dir| {
             std::fs::create_dir_all(dir.join("data/state")).unwrap();
             let line = |kind: &str, severity: &str| {
                 format!(
@@ -556,8 +547,7 @@ async fn conditions_left_open_by_a_previous_run_are_closed_when_they_cleared() {
                 line("cut-late", "warning") + &line("disk-low", "warning"),
             )
             .unwrap();
-        },
-    )
+    })
     .await;
     wait_for(
         "the conditions closed",

@@ -63,6 +63,38 @@ async fn server_with_source_seeded(
     .await
 }
 
+/// A server with the `[[sources.s3]]` source `ieqroo` on `garage`'s bucket under `paquetes/`;
+/// `seed` runs on the server's directory before it starts. Keep the returned directory (the
+/// credentials file) alive as long as the server.
+async fn server_with_s3_source(
+    garage: &common::garage::Garage,
+    seed: impl FnOnce(&std::path::Path),
+) -> (TestServer, tempfile::TempDir) {
+    let creds = tempfile::tempdir().unwrap();
+    let creds_file = creds.path().join("garage.credentials");
+    garage.write_credentials_file(&creds_file);
+    let srv = start_ingest_server(
+        &[User {
+            name: "institute",
+            role: "publisher",
+            keys: "keys/institute.pub",
+        }],
+        &format!(
+            "[[sources.s3]]\nname = \"ieqroo\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"paquetes/\"\nallow_http = true\ncredentials_file = \"{}\"\npoll_secs = 1\n",
+            garage.endpoint(),
+            garage.region(),
+            garage.bucket,
+            creds_file.display()
+        ),
+        |dir| {
+            ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]);
+            seed(dir);
+        },
+    )
+    .await;
+    (srv, creds)
+}
+
 fn manifests(srv: &TestServer) -> Vec<difusor::store::Manifest> {
     let mut m = srv.running.pipeline.store().manifests();
     m.sort_by_key(|m| m.received_at);
@@ -322,27 +354,7 @@ async fn an_s3_source_picks_up_packages_put_in_the_institutes_bucket() {
     garage
         .put("otro/20240602_2100_PREP.zip", &first, None)
         .await;
-    let creds = tempfile::tempdir().unwrap();
-    let creds_file = creds.path().join("garage.credentials");
-    garage.write_credentials_file(&creds_file);
-    let srv = start_ingest_server(
-        &[User {
-            name: "institute",
-            role: "publisher",
-            keys: "keys/institute.pub",
-        }],
-        &format!(
-            "[[sources.s3]]\nname = \"ieqroo\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"paquetes/\"\nallow_http = true\ncredentials_file = \"{}\"\npoll_secs = 1\n",
-            garage.endpoint(),
-            garage.region(),
-            garage.bucket,
-            creds_file.display()
-        ),
-        |dir| {
-            ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]);
-        },
-    )
-    .await;
+    let (srv, _creds) = server_with_s3_source(&garage, |_| {}).await;
     wait_for("two cuts from the bucket", Duration::from_secs(20), || {
         manifests(&srv).len() == 2
     })
@@ -415,33 +427,15 @@ async fn an_s3_download_resumes_its_partial_and_a_resume_that_went_bad_is_fetche
     for b in bad_prefix.iter_mut().take(64) {
         *b ^= 0xff;
     }
-    let creds = tempfile::tempdir().unwrap();
-    let creds_file = creds.path().join("garage.credentials");
-    garage.write_credentials_file(&creds_file);
     let (n1, n2) = (c1.name(".zip"), c2.name(".zip"));
-    let srv = start_ingest_server(
-        &[User {
-            name: "institute",
-            role: "publisher",
-            keys: "keys/institute.pub",
-        }],
-        &format!(
-            "[[sources.s3]]\nname = \"ieqroo\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"paquetes/\"\nallow_http = true\ncredentials_file = \"{}\"\npoll_secs = 1\n",
-            garage.endpoint(),
-            garage.region(),
-            garage.bucket,
-            creds_file.display()
-        ),
-        |dir| {
-            ssh_keygen(&dir.join("keys"), "institute", &["-t", "ed25519"]);
-            let partial = dir.join("data/state/sources/ieqroo/partial");
-            std::fs::create_dir_all(&partial).unwrap();
-            std::fs::write(partial.join(&n1), &stale).unwrap();
-            std::fs::write(partial.join(format!("{n1}.meta")), "\"0123456789abcdef\"").unwrap();
-            std::fs::write(partial.join(&n2), &bad_prefix).unwrap();
-            std::fs::write(partial.join(format!("{n2}.meta")), &etag_two).unwrap();
-        },
-    )
+    let (srv, _creds) = server_with_s3_source(&garage, |dir| {
+        let partial = dir.join("data/state/sources/ieqroo/partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join(&n1), &stale).unwrap();
+        std::fs::write(partial.join(format!("{n1}.meta")), "\"0123456789abcdef\"").unwrap();
+        std::fs::write(partial.join(&n2), &bad_prefix).unwrap();
+        std::fs::write(partial.join(format!("{n2}.meta")), &etag_two).unwrap();
+    })
     .await;
     wait_for("both packages published", Duration::from_secs(30), || {
         manifests(&srv).len() == 2
