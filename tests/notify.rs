@@ -35,6 +35,18 @@ async fn server(extra: &str, setup: impl FnOnce(&Path)) -> (TestServer, ClientKe
     start_publisher_server(extra, setup).await
 }
 
+/// A server whose Cloudflare notifier `cdn` calls `api_base` with `token` (in
+/// `keys/cloudflare.token`), plus `options` (TOML lines of that `[[notify]]`).
+async fn cloudflare_server(api_base: &str, token: &str, options: &str) -> (TestServer, ClientKey) {
+    let extra = format!(
+        "[[notify]]\ntype = \"cloudflare\"\nname = \"cdn\"\nzone_id = \"{ZONE}\"\ntoken_file = \"keys/cloudflare.token\"\napi_base = \"{api_base}\"\n{options}{QUICK}"
+    );
+    server(&extra, |dir| {
+        std::fs::write(dir.join("keys/cloudflare.token"), token).unwrap();
+    })
+    .await
+}
+
 /// Uploads `bytes` as `name` with real sftp; returns how long the `put` took.
 async fn push(srv: &TestServer, key: &ClientKey, name: &str, bytes: &[u8]) -> Duration {
     let started = Instant::now();
@@ -467,13 +479,11 @@ fn site_urls<'a>(paths: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudflare_purges_exactly_the_changed_urls_in_batches_of_30() {
     let recv = Receiver::start(vec![], Reply::cloudflare_ok()).await;
-    let extra = format!(
-        "[[notify]]\ntype = \"cloudflare\"\nname = \"cdn\"\nzone_id = \"{ZONE}\"\ntoken_file = \"keys/cloudflare.token\"\nbase_urls = [\"https://prep.example.mx/\"]\napi_base = \"{}\"\nbatch_size = 30\n{QUICK}",
-        recv.url("")
-    );
-    let (srv, key) = server(&extra, |dir| {
-        std::fs::write(dir.join("keys/cloudflare.token"), "cf-token-123\n").unwrap();
-    })
+    let (srv, key) = cloudflare_server(
+        &recv.url(""),
+        "cf-token-123\n",
+        "base_urls = [\"https://prep.example.mx/\"]\nbatch_size = 30\n",
+    )
     .await;
 
     // First cut: 103 files, all new, + `/` and `dip/` = 105 URLs = 30+30+30+15.
@@ -545,13 +555,11 @@ async fn cloudflare_purge_everything_retries_unsuccessful_answers_and_reports_fa
         Reply::cloudflare_ok(),
     )
     .await;
-    let extra = format!(
-        "[[notify]]\ntype = \"cloudflare\"\nname = \"cdn\"\nzone_id = \"{ZONE}\"\ntoken_file = \"keys/cloudflare.token\"\npurge_everything = true\napi_base = \"{}\"\nretries = 1\n{QUICK}",
-        recv.url("/")
-    );
-    let (srv, key) = server(&extra, |dir| {
-        std::fs::write(dir.join("keys/cloudflare.token"), "cf-token-123").unwrap();
-    })
+    let (srv, key) = cloudflare_server(
+        &recv.url("/"),
+        "cf-token-123",
+        "purge_everything = true\nretries = 1\n",
+    )
     .await;
 
     push(
@@ -931,13 +939,11 @@ fn config_errors_name_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudflare_purges_everything_when_a_cut_changed_more_urls_than_the_limit() {
     let recv = Receiver::start(vec![], Reply::cloudflare_ok()).await;
-    let extra = format!(
-        "[[notify]]\ntype = \"cloudflare\"\nname = \"cdn\"\nzone_id = \"{ZONE}\"\ntoken_file = \"keys/cloudflare.token\"\nbase_urls = [\"https://prep.example.mx\"]\napi_base = \"{}\"\npurge_everything_above = 20\n{QUICK}",
-        recv.url("/")
-    );
-    let (srv, key) = server(&extra, |dir| {
-        std::fs::write(dir.join("keys/cloudflare.token"), "cf-token-123").unwrap();
-    })
+    let (srv, key) = cloudflare_server(
+        &recv.url("/"),
+        "cf-token-123",
+        "base_urls = [\"https://prep.example.mx\"]\npurge_everything_above = 20\n",
+    )
     .await;
     // A first cut of 40 files: 41 URLs with `/`, over the limit of 20 → one call.
     push(
