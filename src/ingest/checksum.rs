@@ -48,6 +48,11 @@ pub fn to_hex(bytes: &[u8]) -> String {
         })
 }
 
+/// SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    to_hex(&Sha256::digest(bytes))
+}
+
 /// SHA-256 of a file, streaming.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;

@@ -138,6 +138,17 @@ pub struct ObjectHeaders {
     pub cache_control: String,
 }
 
+/// The object attributes that carry `headers`.
+fn attributes(headers: &ObjectHeaders) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(Attribute::ContentType, headers.content_type.clone().into());
+    a.insert(
+        Attribute::CacheControl,
+        headers.cache_control.clone().into(),
+    );
+    a
+}
+
 /// What reading an object back found.
 #[derive(Debug, Clone)]
 pub struct ObjectContent {
@@ -249,6 +260,24 @@ impl Bucket {
         ObjectPath::parse(key).is_ok_and(|p| p.as_ref() == key)
     }
 
+    /// Uploads `body` as `key` with `headers`, in one PUT. Returns once the bucket confirmed it.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        body: Bytes,
+        headers: &ObjectHeaders,
+    ) -> Result<(), BucketError> {
+        let location = self.location(key)?;
+        let opts = PutOptions {
+            attributes: attributes(headers),
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&location, PutPayload::from(body), opts)
+            .await?;
+        Ok(())
+    }
+
     /// Uploads the local file `source` as `key` with `headers`: one PUT, or a multipart upload
     /// at or above the threshold. Returns once the bucket confirmed it.
     pub async fn put_file(
@@ -258,29 +287,16 @@ impl Bucket {
         size: u64,
         headers: &ObjectHeaders,
     ) -> Result<(), BucketError> {
-        let location = self.location(key)?;
-        let mut attributes = Attributes::new();
-        attributes.insert(Attribute::ContentType, headers.content_type.clone().into());
-        attributes.insert(
-            Attribute::CacheControl,
-            headers.cache_control.clone().into(),
-        );
         if size < self.multipart_threshold {
             let path = source.to_owned();
             let body = tokio::task::spawn_blocking(move || std::fs::read(path))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
-            let opts = PutOptions {
-                attributes,
-                ..Default::default()
-            };
-            self.store
-                .put_opts(&location, PutPayload::from(Bytes::from(body)), opts)
-                .await?;
-            return Ok(());
+            return self.put_bytes(key, Bytes::from(body), headers).await;
         }
+        let location = self.location(key)?;
         let opts = PutMultipartOptions {
-            attributes,
+            attributes: attributes(headers),
             ..Default::default()
         };
         let upload = self.store.put_multipart_opts(&location, opts).await?;

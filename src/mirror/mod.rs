@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, broadcast};
@@ -403,6 +404,32 @@ enum AttemptError {
 /// A scan's result, the hash cache it carried, and how long it took.
 type ScanOutcome = (std::io::Result<CutFiles>, HashCache, Duration);
 
+/// A changed file the scan found: key, file, and its bytes when the scan read them whole.
+type Found = (String, scan::CutFile, Option<Bytes>);
+
+/// At most this many bytes of small files read by a scan wait for their upload at once (the
+/// rest are read again when their turn comes).
+const CARRY_BUDGET: u64 = 16 << 20;
+
+/// Uploads one file of a cut: from the bytes the scan read, or from the file.
+async fn upload(
+    bucket: &Bucket,
+    key: &str,
+    f: &scan::CutFile,
+    body: Option<Bytes>,
+) -> Result<(), BucketError> {
+    match body {
+        Some(bytes) => bucket.put_bytes(key, bytes, &f.headers).await,
+        None => bucket.put_file(key, &f.source, f.size, &f.headers).await,
+    }
+}
+
+/// A cut's `json/main.json` when the bucket does not show it yet: uploaded last, from `body`
+/// when the scan read it.
+struct MainJson {
+    body: Option<Bytes>,
+}
+
 /// What one mirrored cut took.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CutReport {
@@ -577,24 +604,26 @@ impl Worker {
     }
 
     async fn scan(&mut self, cut: &str) -> Result<Arc<CutFiles>, AttemptError> {
-        let scanning = self.start_scan(cut, |_, _| {});
+        let scanning = self.start_scan(cut, 0, |_, _, _| {});
         let (files, _) = self.finish_scan(cut, scanning.await)?;
         Ok(Arc::new(files))
     }
 
     /// Scans `cut` on a blocking thread with the hash cache, handing each file to `each` there
-    /// as soon as it is hashed. [`Worker::finish_scan`] puts the cache back.
+    /// as soon as it is hashed (with its bytes, within `carry_budget`: `scan_cut_each`).
+    /// [`Worker::finish_scan`] puts the cache back.
     fn start_scan(
         &mut self,
         cut: &str,
-        mut each: impl FnMut(&str, &scan::CutFile) + Send + 'static,
+        carry_budget: u64,
+        mut each: impl FnMut(&str, &scan::CutFile, Option<Bytes>) + Send + 'static,
     ) -> tokio::task::JoinHandle<ScanOutcome> {
         let dir = self.store.cut_dir(cut);
         let rules = self.rules.clone();
         let mut cache = std::mem::take(&mut self.cache);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let r = scan::scan_cut_each(&dir, &rules, &mut cache, &mut each);
+            let r = scan::scan_cut_each(&dir, &rules, &mut cache, carry_budget, &mut each);
             (r, cache, started.elapsed())
         })
     }
@@ -673,33 +702,35 @@ impl Worker {
     /// `begin` is fsynced before its upload starts; keys are journaled in batches, whenever
     /// the uploads run short of work, so a 200-file increment costs a few fsyncs, not 200.
     /// `main.json`, when it changed, is journaled with the last batch but not uploaded.
-    /// Returns the cut's files, and whether `main.json` still has to go up, once the reading
-    /// ended and every upload is confirmed; stops at the first failure.
+    /// Returns the cut's files, and whether `main.json` still has to go up (with its bytes
+    /// when the scan read them), once the reading ended and every upload is confirmed; stops
+    /// at the first failure. Small files the scan read for their hash are uploaded from those
+    /// bytes (at most [`CARRY_BUDGET`] of them waiting at once).
     async fn scan_and_upload(
         &mut self,
         cut: &str,
         report: &mut CutReport,
-    ) -> Result<(Arc<CutFiles>, bool), AttemptError> {
+    ) -> Result<(Arc<CutFiles>, Option<MainJson>), AttemptError> {
         use futures::stream::FuturesUnordered;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, scan::CutFile)>();
-        let reading = self.start_scan(cut, move |k, f| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Found>();
+        let reading = self.start_scan(cut, CARRY_BUDGET, move |k, f, body| {
             // The receiver is gone only when the attempt already failed.
-            let _ = tx.send((k.to_owned(), f.clone()));
+            let _ = tx.send((k.to_owned(), f.clone(), body));
         });
         let concurrency = self.target.concurrency.max(1);
         // Changed files found, not journaled yet; journaled, not started; started.
-        let mut found: Vec<(String, scan::CutFile)> = Vec::new();
-        let mut ready: std::collections::VecDeque<(String, scan::CutFile)> = Default::default();
+        let mut found: Vec<Found> = Vec::new();
+        let mut ready: std::collections::VecDeque<Found> = Default::default();
         let mut inflight = FuturesUnordered::new();
-        let mut main_changed = false;
+        let mut main: Option<MainJson> = None;
         let mut main_journaled = false;
         let mut listing = true;
         let mut failed: Option<AttemptError> = None;
         loop {
             let short = ready.len() + inflight.len() < concurrency;
-            let main_due = !listing && main_changed && !main_journaled;
+            let main_due = !listing && main.is_some() && !main_journaled;
             if (!found.is_empty() && (short || !listing)) || main_due {
-                let mut keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
+                let mut keys: Vec<String> = found.iter().map(|(k, _, _)| k.clone()).collect();
                 if main_due {
                     keys.push(MAIN_JSON.to_owned());
                     main_journaled = true;
@@ -712,15 +743,16 @@ impl Worker {
                     failed = Some(e.into());
                     break;
                 }
+                tracing::debug!(target = %self.target.name, keys = found.len(), "begin durable");
                 ready.extend(found.drain(..));
             }
             while inflight.len() < concurrency {
-                let Some((key, f)) = ready.pop_front() else {
+                let Some((key, f, body)) = ready.pop_front() else {
                     break;
                 };
                 let bucket = self.bucket.clone();
                 inflight.push(async move {
-                    let r = bucket.put_file(&key, &f.source, f.size, &f.headers).await;
+                    let r = upload(&bucket, &key, &f, body).await;
                     (key, f, r)
                 });
             }
@@ -732,14 +764,15 @@ impl Worker {
                     use tokio::sync::mpsc::error::TryRecvError;
                     let mut next = got;
                     if next.is_none() {
+                        tracing::debug!(target = %self.target.name, "cut read");
                         listing = false;
                     }
                     // Take all that is waiting: the batch grows while the last fsync ran.
-                    while let Some((key, f)) = next {
+                    while let Some((key, f, body)) = next {
                         if key == MAIN_JSON {
-                            main_changed = self.differs(&key, &f);
+                            main = self.differs(&key, &f).then_some(MainJson { body });
                         } else if self.differs(&key, &f) {
-                            found.push((key, f));
+                            found.push((key, f, body));
                         }
                         next = match rx.try_recv() {
                             Ok(item) => Some(item),
@@ -776,22 +809,20 @@ impl Worker {
         let (files, took) = scanned?;
         report.hashed += self.cache.last_hashed as u64;
         report.scan_ms += took.as_millis() as u64;
-        Ok((Arc::new(files), main_changed))
+        Ok((Arc::new(files), main))
     }
 
     /// Uploads `json/main.json` of `files` (journaled with the cut's last batch), last.
     async fn upload_main(
         &mut self,
         files: &CutFiles,
+        main: MainJson,
         report: &mut CutReport,
     ) -> Result<(), AttemptError> {
         let Some(f) = files.get(MAIN_JSON) else {
             return Ok(());
         };
-        let r = self
-            .bucket
-            .put_file(MAIN_JSON, &f.source, f.size, &f.headers)
-            .await;
+        let r = upload(&self.bucket, MAIN_JSON, f, main.body).await;
         self.confirmed(MAIN_JSON.to_owned(), f, r, report)
     }
 
@@ -802,7 +833,7 @@ impl Worker {
         let mut cut = first;
         let mut report = CutReport::default();
         loop {
-            let (files, main_changed) = match self.scan_and_upload(&cut, &mut report).await {
+            let (files, main) = match self.scan_and_upload(&cut, &mut report).await {
                 Ok(r) => r,
                 Err(AttemptError::Cut { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound
@@ -832,8 +863,8 @@ impl Worker {
                 cut = newer;
                 continue;
             }
-            if main_changed {
-                self.upload_main(&files, &mut report).await?;
+            if let Some(main) = main {
+                self.upload_main(&files, main, &mut report).await?;
             }
             let not_before = unix_now() + self.target.delete_grace.as_secs() as i64;
             let gone: Vec<String> = self

@@ -7,12 +7,15 @@
 //! [`HashCache`], which keeps the SHA-256 of a file by inode so the hard links of an increment
 //! (same device and inode as in the previous cut) are not read again.
 //!
-//! Must never: write anything, follow a link out of the cut, or read a file into memory.
+//! Must never: write anything, follow a link out of the cut, or hold more of the cut in memory
+//! than the caller's budget for the small files it hands over with their bytes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 use super::client::{Bucket, ObjectHeaders};
 use crate::publish::Stamp;
@@ -40,18 +43,27 @@ pub struct HashCache {
 /// The cut's files by key (path inside the cut, `/`-separated).
 pub type CutFiles = BTreeMap<String, CutFile>;
 
+/// Files up to this size that have to be read for their hash are read whole, and
+/// [`scan_cut_each`] hands their bytes on with them.
+// PERF: an increment is mostly small JSON files; reading each once (for the hash and the PUT)
+// spares the uploader a blocking-thread round trip and a second open and read per file.
+pub const CARRY_MAX_FILE: u64 = 256 << 10;
+
 /// Lists and hashes every file of `cut_dir` that the HTTPS server would serve. Blocking.
 pub fn scan_cut(cut_dir: &Path, rules: &CacheRules, cache: &mut HashCache) -> io::Result<CutFiles> {
-    scan_cut_each(cut_dir, rules, cache, &mut |_, _| {})
+    scan_cut_each(cut_dir, rules, cache, 0, &mut |_, _, _| {})
 }
 
 /// [`scan_cut`], handing each file to `each` as soon as it is hashed (the mirror starts
-/// uploading while the rest of the cut is still being read).
+/// uploading while the rest of the cut is still being read). A file that had to be read for
+/// its hash and is at most [`CARRY_MAX_FILE`] bytes comes with its bytes, while the ones
+/// handed over so far total at most `carry_budget` bytes.
 pub fn scan_cut_each(
     cut_dir: &Path,
     rules: &CacheRules,
     cache: &mut HashCache,
-    each: &mut dyn FnMut(&str, &CutFile),
+    mut carry_budget: u64,
+    each: &mut dyn FnMut(&str, &CutFile, Option<Bytes>),
 ) -> io::Result<CutFiles> {
     let root = cut_dir.canonicalize()?;
     let mut found = Vec::new();
@@ -70,8 +82,24 @@ pub fn scan_cut_each(
     for (key, path) in found {
         let meta = fs::symlink_metadata(&path)?;
         let stamp = Stamp::of(&meta);
+        let mut body = None;
         let sha = match cache.by_stamp.get(&stamp).or_else(|| next.get(&stamp)) {
             Some(s) => s.clone(),
+            None if meta.len() <= CARRY_MAX_FILE.min(carry_budget) => {
+                hashed += 1;
+                let bytes = fs::read(&path)?;
+                if bytes.len() as u64 != meta.len() {
+                    // Cut files are never written after the cut is made; refuse to guess.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} changed size while it was read", path.display()),
+                    ));
+                }
+                carry_budget -= meta.len();
+                let sha = crate::ingest::checksum::sha256_hex(&bytes);
+                body = Some(Bytes::from(bytes));
+                sha
+            }
             None => {
                 hashed += 1;
                 crate::ingest::checksum::sha256_file(&path)?
@@ -89,7 +117,7 @@ pub fn scan_cut_each(
             size: meta.len(),
             headers: headers_for(&key, rules),
         };
-        each(&key, &file);
+        each(&key, &file, body);
         out.insert(key, file);
     }
     // Links inside the cut are copies of what they point at, as the snapshot serves them.
@@ -107,7 +135,7 @@ pub fn scan_cut_each(
                 size: *size,
                 headers: headers_for(&key, rules),
             };
-            each(&key, &file);
+            each(&key, &file, None);
             out.insert(key, file);
         }
     }
@@ -168,5 +196,44 @@ mod tests {
         assert_eq!(cache.last_hashed, 1, "the hard link was not re-read");
         assert_eq!(two["index.html"].sha256, one["index.html"].sha256);
         assert_ne!(two["json/main.json"].sha256, one["json/main.json"].sha256);
+    }
+
+    #[test]
+    fn files_read_for_their_hash_come_with_their_bytes_within_the_budget() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a.json"), "[1]").unwrap();
+        fs::write(d.path().join("b.json"), "[22]").unwrap();
+        fs::write(d.path().join("c.json"), "[333]").unwrap();
+        let rules = CacheRules::defaults();
+        let mut cache = HashCache::default();
+        let mut carried = BTreeMap::new();
+        // 8 bytes of budget: two of the three files fit, whichever order the walk gives.
+        let files = scan_cut_each(d.path(), &rules, &mut cache, 8, &mut |k, f, body| {
+            if let Some(b) = body {
+                assert_eq!(b.len() as u64, f.size);
+                assert_eq!(crate::ingest::checksum::sha256_hex(&b), f.sha256);
+                carried.insert(k.to_owned(), b);
+            }
+        })
+        .unwrap();
+        assert_eq!(files.len(), 3);
+        assert_eq!(
+            carried.len(),
+            2,
+            "files of 3, 4 and 5 bytes: in any order two fit in 8, three never"
+        );
+        assert!(carried.values().map(|b| b.len()).sum::<usize>() <= 8);
+        assert_eq!(
+            files["b.json"].sha256,
+            crate::ingest::checksum::sha256_file(&d.path().join("b.json")).unwrap()
+        );
+        // Known files (the cache) are not read again, so they come without bytes.
+        let mut again = 0;
+        scan_cut_each(d.path(), &rules, &mut cache, 1 << 20, &mut |_, _, body| {
+            again += usize::from(body.is_some());
+        })
+        .unwrap();
+        assert_eq!(again, 0);
+        assert_eq!(cache.last_hashed, 0);
     }
 }

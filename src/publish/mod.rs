@@ -2,8 +2,10 @@
 //!
 //! Owns: reading an immutable cut directory into a map `path → Entry` with everything a
 //! response needs precomputed (header maps for the identity, gzip and brotli variants, strong ETags,
-//! `Last-Modified`, `Content-Type`, `Cache-Control`, `X-Difusor-Cut`), and [`follow`], which
-//! builds each published cut off the serving path and swaps it in with one atomic store.
+//! `Last-Modified`, `Content-Type`, `Cache-Control`; `X-Difusor-Cut` is the snapshot's, added
+//! per response, so an unchanged file's entry is shared by every cut that keeps it), and
+//! [`follow`], which builds each published cut off the serving path and swaps it in with one
+//! atomic store.
 //!
 //! Invariants:
 //! 1. A snapshot is never modified after it is built; a request loads the live one once and
@@ -115,8 +117,9 @@ pub struct FileData {
     stamp: Stamp,
 }
 
-/// One servable path of a snapshot.
-#[derive(Debug, Clone)]
+/// One servable path of a snapshot: the same in every cut that keeps the file unchanged under
+/// the same path (the cut's own `X-Difusor-Cut` is not in these headers).
+#[derive(Debug)]
 pub struct Entry {
     pub data: Arc<FileData>,
     /// Complete 200 headers of the identity variant.
@@ -130,17 +133,11 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(
-        data: Arc<FileData>,
-        cache_control: HeaderValue,
-        cut: &HeaderValue,
-        rules: &CacheRules,
-    ) -> Entry {
+    fn new(data: Arc<FileData>, cache_control: HeaderValue, rules: &CacheRules) -> Arc<Entry> {
         let mut base = HeaderMap::with_capacity(12);
         base.insert(CONTENT_TYPE, data.content_type.clone());
         base.insert(LAST_MODIFIED, data.last_modified_value.clone());
         base.insert(CACHE_CONTROL, cache_control.clone());
-        base.insert(X_DIFUSOR_CUT.clone(), cut.clone());
         security_headers::apply(&mut base, rules.hsts_max_age);
         if data.gzip.is_some() || data.brotli.is_some() {
             base.insert(VARY, HeaderValue::from_static("accept-encoding"));
@@ -164,13 +161,13 @@ impl Entry {
             .brotli
             .as_ref()
             .map(|b| variant(b, &data.brotli_etag, "br"));
-        Entry {
+        Arc::new(Entry {
             data,
             identity,
             gzipped,
             brotlied,
             cache_control,
-        }
+        })
     }
 }
 
@@ -181,9 +178,9 @@ pub struct Snapshot {
     /// `X-Difusor-Cut` value: the cut id, or `none` before the first cut.
     cut_header: HeaderValue,
     /// Key: path inside the cut without the leading `/` (`json/main.json`).
-    files: HashMap<Box<str>, Entry>,
+    files: HashMap<Box<str>, Arc<Entry>>,
     /// The cut's own `404.html`, served with status 404.
-    not_found: Option<Entry>,
+    not_found: Option<Arc<Entry>>,
     rules: CacheRules,
     /// When this snapshot was built (the fallback for "seconds since last cut").
     built_at: SystemTime,
@@ -225,6 +222,12 @@ impl Snapshot {
             &mut links,
         )?;
 
+        // What the previous cut computed: whole entries by path (when the rules are the same,
+        // an unchanged file under the same path has the same headers) and file data by stamp
+        // (a file that moved or is also linked elsewhere).
+        let entries = previous
+            .filter(|p| p.rules.same_as(rules))
+            .map(|p| &p.files);
         let reuse: HashMap<Stamp, Arc<FileData>> = previous
             .map(|p| {
                 p.files
@@ -240,53 +243,56 @@ impl Snapshot {
             .unwrap_or(1)
             .clamp(1, 8);
         let chunk = found.len().div_ceil(threads).max(1);
-        let mut loaded: Vec<(String, Arc<FileData>)> = Vec::with_capacity(found.len());
-        let mut reused = 0usize;
+        let mut loaded: Vec<(String, Loaded)> = Vec::with_capacity(found.len());
         std::thread::scope(|s| -> std::io::Result<()> {
             let handles: Vec<_> = found
                 .chunks(chunk)
                 .map(|part| {
                     let reuse = &reuse;
-                    s.spawn(
-                        move || -> std::io::Result<Vec<(String, Arc<FileData>, bool)>> {
-                            part.iter()
-                                .map(|(key, path)| {
-                                    let (data, was_reused) = load_file(path, key, rules, reuse)?;
-                                    Ok((key.clone(), data, was_reused))
-                                })
-                                .collect()
-                        },
-                    )
+                    s.spawn(move || -> std::io::Result<Vec<(String, Loaded)>> {
+                        part.iter()
+                            .map(|(key, path)| {
+                                let kept = entries.and_then(|e| e.get(key.as_str()));
+                                let loaded = load_file(path, key, rules, kept, reuse)?;
+                                Ok((key.clone(), loaded))
+                            })
+                            .collect()
+                    })
                 })
                 .collect();
             for h in handles {
                 let part = h
                     .join()
                     .map_err(|_| std::io::Error::other("snapshot build thread panicked"))??;
-                for (k, d, r) in part {
-                    reused += usize::from(r);
-                    loaded.push((k, d));
-                }
+                loaded.extend(part);
             }
             Ok(())
         })?;
 
-        let mut files: HashMap<Box<str>, Entry> =
+        let mut files: HashMap<Box<str>, Arc<Entry>> =
             HashMap::with_capacity(loaded.len() + links.len());
         let mut by_path: HashMap<PathBuf, Arc<FileData>> = HashMap::with_capacity(loaded.len());
         let mut memory_bytes = 0u64;
-        for (key, data) in loaded {
+        let mut reused = 0usize;
+        for (key, loaded) in loaded {
+            let entry = match loaded {
+                Loaded::Kept(entry) => {
+                    reused += 1;
+                    entry
+                }
+                Loaded::Data { data, reused: r } => {
+                    reused += usize::from(r);
+                    Entry::new(data, rules.for_path(&key), rules)
+                }
+            };
+            let data = &entry.data;
             if let Content::Memory(b) = &data.content {
                 memory_bytes += b.len() as u64;
             }
             memory_bytes += data.gzip.as_ref().map_or(0, |g| g.len() as u64);
             memory_bytes += data.brotli.as_ref().map_or(0, |g| g.len() as u64);
-            by_path.insert(root.join(&key), Arc::clone(&data));
-            let cc = rules.for_path(&key);
-            files.insert(
-                key.into_boxed_str(),
-                Entry::new(data, cc, &cut_header, rules),
-            );
+            by_path.insert(root.join(&key), Arc::clone(data));
+            files.insert(key.into_boxed_str(), entry);
         }
         // Links that stay inside the cut alias the file they point at.
         for (key, link) in links {
@@ -300,11 +306,14 @@ impl Snapshot {
                 continue;
             }
             if let Some(data) = by_path.get(&target) {
-                let cc = rules.for_path(&key);
-                files.insert(
-                    key.into_boxed_str(),
-                    Entry::new(Arc::clone(data), cc, &cut_header, rules),
-                );
+                let kept = entries
+                    .and_then(|e| e.get(key.as_str()))
+                    .filter(|e| Arc::ptr_eq(&e.data, data));
+                let entry = match kept {
+                    Some(e) => Arc::clone(e),
+                    None => Entry::new(Arc::clone(data), rules.for_path(&key), rules),
+                };
+                files.insert(key.into_boxed_str(), entry);
             }
         }
         let not_found = files.get("404.html").cloned();
@@ -360,7 +369,7 @@ impl Snapshot {
         });
         // The page must not outlive the wait: no caching at all.
         let cc = HeaderValue::from_static(crate::web::config::NO_CACHE);
-        let entry = Entry::new(data, cc, &cut_header, rules);
+        let entry = Entry::new(data, cc, rules);
         let mut files = HashMap::with_capacity(1);
         files.insert(Box::from("index.html"), entry);
         Snapshot {
@@ -390,11 +399,11 @@ impl Snapshot {
 
     /// The entry for `key` (no leading `/`).
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.files.get(key)
+        self.files.get(key).map(|e| &**e)
     }
 
     pub fn not_found_page(&self) -> Option<&Entry> {
-        self.not_found.as_ref()
+        self.not_found.as_deref()
     }
 
     pub fn rules(&self) -> &CacheRules {
@@ -500,12 +509,30 @@ pub(crate) fn walk(
     Ok(())
 }
 
+/// What the build thread made of one file.
+enum Loaded {
+    /// The previous cut's entry for this path, unchanged.
+    Kept(Arc<Entry>),
+    /// The file's data (`reused` when the previous cut had it under another path).
+    Data { data: Arc<FileData>, reused: bool },
+}
+
 fn load_file(
     path: &Path,
     key: &str,
     rules: &CacheRules,
+    kept: Option<&Arc<Entry>>,
     reuse: &HashMap<Stamp, Arc<FileData>>,
-) -> std::io::Result<(Arc<FileData>, bool)> {
+) -> std::io::Result<Loaded> {
+    // PERF: an unchanged file of an increment (a hard link: same stamp) is known by one
+    // lstat, without opening it. `symlink_metadata` does not follow links, so a file swapped
+    // for a link fails `is_file` and goes the guarded way below.
+    if let Some(entry) = kept {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_file() && Stamp::of(&meta) == entry.data.stamp {
+            return Ok(Loaded::Kept(Arc::clone(entry)));
+        }
+    }
     // SECURITY: O_NOFOLLOW — if the file was swapped for a link since the walk, fail rather
     // than follow it (the cut is immutable, so this is a should-never-happen guard).
     let mut file = OpenOptions::new()
@@ -521,7 +548,10 @@ fn load_file(
     }
     let stamp = Stamp::of(&meta);
     if let Some(d) = reuse.get(&stamp) {
-        return Ok((Arc::clone(d), true));
+        return Ok(Loaded::Data {
+            data: Arc::clone(d),
+            reused: true,
+        });
     }
     let (ctype, compressible) = content_type::for_path(key);
     let len = meta.len();
@@ -579,8 +609,8 @@ fn load_file(
         )
     };
     let tags = conditional::etags(&digest);
-    Ok((
-        Arc::new(FileData {
+    Ok(Loaded::Data {
+        data: Arc::new(FileData {
             content,
             len,
             gzip: gzip.map(Bytes::from),
@@ -593,8 +623,8 @@ fn load_file(
             content_type: HeaderValue::from_static(ctype),
             stamp,
         }),
-        false,
-    ))
+        reused: false,
+    })
 }
 
 /// Text files larger than this get no compressed variants (bounded build time and memory).
@@ -642,15 +672,19 @@ pub async fn follow(
         let dir = ev.cut_dir.clone();
         let r = rules.clone();
         let built = tokio::task::spawn_blocking(move || {
-            Snapshot::build_reusing(&dir, meta, &r, Some(&previous))
+            let snap = Snapshot::build_reusing(&dir, meta, &r, Some(&previous));
+            (snap, previous)
         })
         .await;
         match built {
-            Ok(Ok(snap)) => {
-                live.store(Arc::new(snap));
+            Ok((Ok(snap), previous)) => {
+                let replaced = live.swap(Arc::new(snap));
                 tracing::info!(cut = %ev.cut_id, "cut is live over https");
+                // PERF: freeing the replaced snapshot (its map and the entries of the files
+                // that changed) is not work for a thread that serves requests.
+                tokio::task::spawn_blocking(move || drop((replaced, previous)));
             }
-            Ok(Err(e)) => {
+            Ok((Err(e), _)) => {
                 tracing::error!(cut = %ev.cut_id, dir = %ev.cut_dir.display(), error = %e,
                     "snapshot build failed; the previous cut stays live");
             }
@@ -682,7 +716,8 @@ mod tests {
         std::fs::create_dir_all(cut.join("json")).unwrap();
         std::fs::create_dir_all(cut.join(".git")).unwrap();
         std::fs::write(cut.join("index.html"), "<h1>hola</h1>").unwrap();
-        std::fs::write(cut.join("json/main.json"), "{}".repeat(500)).unwrap();
+        std::fs::write(cut.join("json/main.json"), "{}".repeat(1500)).unwrap();
+        std::fs::write(cut.join("json/small.json"), "{}".repeat(500)).unwrap();
         std::fs::write(cut.join(".git/config"), "secret").unwrap();
         std::fs::write(cut.join(".env"), "secret").unwrap();
         std::fs::write(d.path().join("outside.txt"), "secret").unwrap();
@@ -692,12 +727,26 @@ mod tests {
         let s = Snapshot::build(&cut, meta("c1"), &CacheRules::defaults()).unwrap();
         assert_eq!(
             s.paths(),
-            vec!["alias.html", "index.html", "json/main.json"]
+            vec![
+                "alias.html",
+                "index.html",
+                "json/main.json",
+                "json/small.json"
+            ]
         );
         let main = s.get("json/main.json").unwrap();
         assert_eq!(main.identity[CACHE_CONTROL], crate::web::config::NO_CACHE);
-        assert_eq!(main.identity[&X_DIFUSOR_CUT], "c1");
+        assert!(
+            !main.identity.contains_key(&X_DIFUSOR_CUT),
+            "the cut header is added per response"
+        );
+        assert_eq!(s.cut_header(), "c1");
         assert!(main.gzipped.is_some() && main.brotlied.is_some());
+        let small = s.get("json/small.json").unwrap();
+        assert!(
+            small.gzipped.is_some() && small.brotlied.is_none(),
+            "below 2 KiB: gzip only"
+        );
         assert_eq!(
             s.get("index.html").unwrap().identity[CACHE_CONTROL],
             "public, max-age=60"
@@ -718,11 +767,22 @@ mod tests {
         let rules = CacheRules::defaults();
         let s1 = Snapshot::build(&a, meta("c1"), &rules).unwrap();
         let s2 = Snapshot::build_reusing(&b, meta("c2"), &rules, Some(&s1)).unwrap();
-        assert!(Arc::ptr_eq(
-            &s1.get("same.json").unwrap().data,
-            &s2.get("same.json").unwrap().data
+        assert!(
+            std::ptr::eq(s1.get("same.json").unwrap(), s2.get("same.json").unwrap()),
+            "an unchanged file keeps its whole entry"
+        );
+        assert_eq!(s2.cut_header(), "c2");
+        // Other rules (here: another origin) make new headers over the same file data.
+        let other = CacheRules::defaults();
+        let s3 = Snapshot::build_reusing(&b, meta("c3"), &other, Some(&s2)).unwrap();
+        assert!(!std::ptr::eq(
+            s2.get("same.json").unwrap(),
+            s3.get("same.json").unwrap()
         ));
-        assert_eq!(s2.get("same.json").unwrap().identity[&X_DIFUSOR_CUT], "c2");
+        assert!(Arc::ptr_eq(
+            &s2.get("same.json").unwrap().data,
+            &s3.get("same.json").unwrap().data
+        ));
         assert_ne!(
             s1.get("changed.json").unwrap().data.etag,
             s2.get("changed.json").unwrap().data.etag

@@ -25,6 +25,9 @@ pub struct RuleError {
 /// How a cut is turned into a snapshot. Cheap to clone (a compiled glob set and a few values).
 #[derive(Debug, Clone)]
 pub struct CacheRules {
+    /// Which `CacheRules::new` call made the glob set and values (clones share it), so a
+    /// snapshot can tell cheaply that the rules it was built with are the ones in force.
+    origin: u64,
     set: GlobSet,
     values: Vec<HeaderValue>,
     default: HeaderValue,
@@ -73,7 +76,9 @@ impl CacheRules {
             index: rules.len(),
             reason: format!("{default:?} is not a valid header value"),
         })?;
+        static ORIGINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(CacheRules {
+            origin: ORIGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             set,
             values,
             default,
@@ -101,6 +106,16 @@ impl CacheRules {
             Ok(r) => r,
             Err(e) => unreachable!("built-in cache rules are invalid: {e}"),
         }
+    }
+
+    /// Whether `self` and `other` give every path the same headers and the same in-memory or
+    /// on-disk body (the same compiled rules and the same settings).
+    pub fn same_as(&self, other: &CacheRules) -> bool {
+        self.origin == other.origin
+            && self.serve_dotfiles == other.serve_dotfiles
+            && self.in_memory_max == other.in_memory_max
+            && self.hsts_max_age == other.hsts_max_age
+            && self.brotli == other.brotli
     }
 
     /// The `Cache-Control` value for `path` (no leading `/`): the first matching rule's.

@@ -217,7 +217,7 @@ fn serve<B>(
     if status == StatusCode::OK {
         let tags = [&d.etag, &d.gzip_etag, &d.brotli_etag];
         if conditional::is_not_modified(h, &tags, d.last_modified) {
-            let mut headers = variant.map_or(&entry.identity, |(m, _)| m).clone();
+            let mut headers = with_cut(snap, variant.map_or(&entry.identity, |(m, _)| m));
             headers.remove(CONTENT_LENGTH);
             headers.remove(ACCEPT_RANGES);
             return build(StatusCode::NOT_MODIFIED, headers, ServedBody::empty());
@@ -228,7 +228,7 @@ fn serve<B>(
             match range::evaluate(h, d.len) {
                 Ranged::Full => {}
                 Ranged::Partial { start, end } => {
-                    let mut headers = entry.identity.clone();
+                    let mut headers = with_cut(snap, &entry.identity);
                     headers.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
                     if let Ok(v) =
                         HeaderValue::from_str(&format!("bytes {}-{}/{}", start, end - 1, d.len))
@@ -254,11 +254,19 @@ fn serve<B>(
     }
     // PERF: the hot path — one HeaderMap clone and an Arc bump of the body.
     let (headers, body) = match variant {
-        Some((map, bytes)) => (map.clone(), ServedBody::bytes(bytes.clone())),
-        None => (entry.identity.clone(), slice(&d.content, 0, d.len)),
+        Some((map, bytes)) => (with_cut(snap, map), ServedBody::bytes(bytes.clone())),
+        None => (with_cut(snap, &entry.identity), slice(&d.content, 0, d.len)),
     };
     let body = if head { ServedBody::empty() } else { body };
     build(status, headers, body)
+}
+
+/// An entry's precomputed headers and the answering cut's `X-Difusor-Cut` (entries are shared
+/// between cuts, so it is not among them).
+fn with_cut(snap: &Snapshot, headers: &HeaderMap) -> HeaderMap {
+    let mut h = headers.clone();
+    h.insert(X_DIFUSOR_CUT.clone(), snap.cut_header().clone());
+    h
 }
 
 fn slice(content: &Content, start: u64, end: u64) -> ServedBody {
