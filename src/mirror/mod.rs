@@ -699,8 +699,9 @@ impl Worker {
 
     /// Reads `cut` and, while it is still being read, uploads every file the bucket lacks
     /// except `json/main.json` (`concurrency` at once). SAFETY of the journal: each key's
-    /// `begin` is fsynced before its upload starts; keys are journaled in batches, whenever
-    /// the uploads run short of work, so a 200-file increment costs a few fsyncs, not 200.
+    /// `begin` is fsynced before its upload starts; keys are journaled in batches, each as soon
+    /// as it can fill the free upload slots (or the reading ended), so a 200-file increment
+    /// costs a few fsyncs, not 200.
     /// `main.json`, when it changed, is journaled with the last batch but not uploaded.
     /// Returns the cut's files, and whether `main.json` still has to go up (with its bytes
     /// when the scan read them), once the reading ended and every upload is confirmed; stops
@@ -727,9 +728,13 @@ impl Worker {
         let mut listing = true;
         let mut failed: Option<AttemptError> = None;
         loop {
-            let short = ready.len() + inflight.len() < concurrency;
+            // PERF: a batch costs an fsync; journal one when it can fill every free upload slot
+            // (or the reading ended), not at each file found: at the start of a cut the scan
+            // finds files faster than one fsync a file would let them go up.
+            let free = concurrency.saturating_sub(ready.len() + inflight.len());
+            let fills = free > 0 && found.len() >= free;
             let main_due = !listing && main.is_some() && !main_journaled;
-            if (!found.is_empty() && (short || !listing)) || main_due {
+            if (!found.is_empty() && (fills || !listing)) || main_due {
                 let mut keys: Vec<String> = found.iter().map(|(k, _, _)| k.clone()).collect();
                 if main_due {
                     keys.push(MAIN_JSON.to_owned());

@@ -77,10 +77,10 @@ pub fn scan_cut_each(
     )?;
     let mut next: HashMap<Stamp, String> = HashMap::with_capacity(found.len());
     let mut hashed = 0usize;
-    let mut by_path: HashMap<PathBuf, (String, u64)> = HashMap::with_capacity(found.len());
+    // What the links resolve to (only kept when the cut has links).
+    let mut by_path: HashMap<PathBuf, (String, u64)> = HashMap::new();
     let mut out = CutFiles::new();
-    for (key, path) in found {
-        let meta = fs::symlink_metadata(&path)?;
+    for (key, path, meta) in found {
         let stamp = Stamp::of(&meta);
         let mut body = None;
         let sha = match cache.by_stamp.get(&stamp).or_else(|| next.get(&stamp)) {
@@ -106,7 +106,9 @@ pub fn scan_cut_each(
             }
         };
         next.insert(stamp, sha.clone());
-        by_path.insert(path.clone(), (sha.clone(), meta.len()));
+        if !links.is_empty() {
+            by_path.insert(path.clone(), (sha.clone(), meta.len()));
+        }
         if !Bucket::valid_key(&key) {
             tracing::warn!(key = %key, "file name cannot be an object key; not mirrored");
             continue;

@@ -251,9 +251,9 @@ impl Snapshot {
                     let reuse = &reuse;
                     s.spawn(move || -> std::io::Result<Vec<(String, Loaded)>> {
                         part.iter()
-                            .map(|(key, path)| {
+                            .map(|(key, path, meta)| {
                                 let kept = entries.and_then(|e| e.get(key.as_str()));
-                                let loaded = load_file(path, key, rules, kept, reuse)?;
+                                let loaded = load_file(path, meta, key, rules, kept, reuse)?;
                                 Ok((key.clone(), loaded))
                             })
                             .collect()
@@ -465,15 +465,18 @@ fn http_date(t: SystemTime) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
-/// Collects regular files (and, separately, symlinks) under `dir`, keyed by their path
-/// relative to the root. Directories are entered by their real path only (no link is
-/// followed while walking). The mirror lists a cut with it too, so the bucket holds exactly
-/// what the HTTPS server serves.
+/// A regular file found by [`walk`]: its key, its path, and its `lstat`.
+pub(crate) type WalkedFile = (String, PathBuf, Metadata);
+
+/// Collects regular files (with their metadata) and, separately, symlinks under `dir`, keyed
+/// by their path relative to the root. Directories are entered by their real path only (no
+/// link is followed while walking). The mirror lists a cut with it too, so the bucket holds
+/// exactly what the HTTPS server serves.
 pub(crate) fn walk(
     dir: &Path,
     prefix: String,
     dotfiles: bool,
-    files: &mut Vec<(String, PathBuf)>,
+    files: &mut Vec<WalkedFile>,
     links: &mut Vec<(String, PathBuf)>,
 ) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -500,7 +503,10 @@ pub(crate) fn walk(
         if ft.is_dir() {
             walk(&entry.path(), key, dotfiles, files, links)?;
         } else if ft.is_file() {
-            files.push((key, entry.path()));
+            // PERF: `DirEntry::metadata` is an `lstat` relative to the open directory, not a
+            // lookup of the whole path again.
+            let meta = entry.metadata()?;
+            files.push((key, entry.path(), meta));
         } else if ft.is_symlink() {
             links.push((key, entry.path()));
         }
@@ -517,21 +523,22 @@ enum Loaded {
     Data { data: Arc<FileData>, reused: bool },
 }
 
+/// Loads the file the walk found at `path` with `walked` (its `lstat`).
 fn load_file(
     path: &Path,
+    walked: &Metadata,
     key: &str,
     rules: &CacheRules,
     kept: Option<&Arc<Entry>>,
     reuse: &HashMap<Stamp, Arc<FileData>>,
 ) -> std::io::Result<Loaded> {
-    // PERF: an unchanged file of an increment (a hard link: same stamp) is known by one
-    // lstat, without opening it. `symlink_metadata` does not follow links, so a file swapped
-    // for a link fails `is_file` and goes the guarded way below.
-    if let Some(entry) = kept {
-        let meta = std::fs::symlink_metadata(path)?;
-        if meta.is_file() && Stamp::of(&meta) == entry.data.stamp {
-            return Ok(Loaded::Kept(Arc::clone(entry)));
-        }
+    // PERF: an unchanged file of an increment (a hard link: same stamp) is known by the walk's
+    // lstat, without opening it (the walk saw a regular file, not a link).
+    if let Some(entry) = kept
+        && walked.is_file()
+        && Stamp::of(walked) == entry.data.stamp
+    {
+        return Ok(Loaded::Kept(Arc::clone(entry)));
     }
     // SECURITY: O_NOFOLLOW — if the file was swapped for a link since the walk, fail rather
     // than follow it (the cut is immutable, so this is a should-never-happen guard).
