@@ -261,8 +261,8 @@ fn serve<B>(
     build(status, headers, body)
 }
 
-/// An entry's precomputed headers and the answering cut's `X-Difusor-Cut` (entries are shared
-/// between cuts, so it is not among them).
+/// An entry's precomputed headers with the answering cut's `X-Difusor-Cut` in its slot
+/// (entries are shared between cuts, so the cut id is not among them).
 fn with_cut(snap: &Snapshot, headers: &HeaderMap) -> HeaderMap {
     let mut h = headers.clone();
     h.insert(X_DIFUSOR_CUT.clone(), snap.cut_header().clone());
