@@ -16,6 +16,8 @@
 //! - an S3 download resumes the partial a killed run left (ranged GET, only for the same
 //!   ETag; a partial of another version starts over), and a resumed file that disagrees with
 //!   its `.sha256` is fetched again whole: one `source-failed`, nothing quarantined
+//! - an S3 package replaced between the listing and the ranged GET: the GET carries the listed
+//!   ETag, the bucket refuses it, and nothing of the new version is appended to the old partial
 
 mod common;
 
@@ -546,4 +548,83 @@ async fn an_https_resume_that_disagrees_with_its_sidecar_is_fetched_again_whole(
         "{:?}",
         kinds(&srv)
     );
+}
+
+/// The race between an S3 source's listing and its ranged GET: when the object is replaced
+/// in between, the GET carries the listed ETag (`If-Match`), so the bucket refuses to send the
+/// new version's bytes and nothing is appended to the old version's partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_replaced_after_the_listing_is_never_appended_to_the_old_partial() {
+    use difusor::mirror::client::{Bucket, Credentials};
+    use difusor::mirror::config::RawS3Target;
+    let g = common::garage::Garage::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds_file = dir.path().join("s3.credentials");
+    g.write_credentials_file(&creds_file);
+    let raw: RawS3Target = toml::from_str(&format!(
+        "name = \"inst\"\nendpoint = \"{}\"\nallow_http = true\nregion = \"{}\"\n\
+         bucket = \"{}\"\nprefix = \"paquetes/\"\ncredentials_file = \"{}\"\n",
+        g.endpoint(),
+        g.region(),
+        g.bucket,
+        creds_file.display()
+    ))
+    .unwrap();
+    let target = raw.validate_as("sources.s3", dir.path()).unwrap();
+    let bucket = Bucket::new(
+        &target,
+        &Credentials::load("inst", &target.credentials).unwrap(),
+    )
+    .unwrap();
+    let key = "20240602_2015_PREP.zip";
+    let v1: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let v2: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    g.put(&format!("paquetes/{key}"), &v1, None).await;
+    let listed = bucket.list().await.unwrap();
+    let etag_v1 = listed
+        .iter()
+        .find(|o| o.key == key)
+        .and_then(|o| o.e_tag.clone())
+        .expect("listed with an ETag");
+
+    // A killed run left the first half of v1; then the institute replaced the package.
+    let partial = dir.path().join("partial");
+    std::fs::write(&partial, &v1[..50_000]).unwrap();
+    g.put(&format!("paquetes/{key}"), &v2, None).await;
+    let refused = bucket
+        .download_to(key, &partial, 50_000, Some(&etag_v1))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(difusor::mirror::client::BucketError::Remote(
+                object_store::Error::Precondition { .. }
+            ))
+        ),
+        "a ranged GET for the listed version must be refused (412) once it changed: {refused:?}"
+    );
+    assert_eq!(
+        std::fs::read(&partial).unwrap(),
+        &v1[..50_000],
+        "nothing of v2 was appended to v1's half"
+    );
+
+    // The next poll lists v2's ETag and resumes (here: from the same offset) with v2's bytes.
+    let etag_v2 = bucket
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.key == key)
+        .and_then(|o| o.e_tag)
+        .unwrap();
+    assert_ne!(etag_v1, etag_v2);
+    let fresh = dir.path().join("fresh");
+    std::fs::write(&fresh, &v2[..50_000]).unwrap();
+    let n = bucket
+        .download_to(key, &fresh, 50_000, Some(&etag_v2))
+        .await
+        .unwrap();
+    assert_eq!(n, 50_000);
+    assert_eq!(std::fs::read(&fresh).unwrap(), v2);
 }
