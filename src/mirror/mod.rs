@@ -407,8 +407,8 @@ type ScanOutcome = (std::io::Result<CutFiles>, HashCache, Duration);
 /// A changed file the scan found: key, file, and its bytes when the scan read them whole.
 type Found = (String, scan::CutFile, Option<Bytes>);
 
-/// At most this many bytes of small files read by a scan wait for their upload at once (the
-/// rest are read again when their turn comes).
+/// A scan hands over at most this many bytes of small files in all, so at most this much waits
+/// in memory for its upload (the other files are read again when their turn comes).
 const CARRY_BUDGET: u64 = 16 << 20;
 
 /// Uploads one file of a cut: from the bytes the scan read, or from the file.
@@ -706,7 +706,7 @@ impl Worker {
     /// Returns the cut's files, and whether `main.json` still has to go up (with its bytes
     /// when the scan read them), once the reading ended and every upload is confirmed; stops
     /// at the first failure. Small files the scan read for their hash are uploaded from those
-    /// bytes (at most [`CARRY_BUDGET`] of them waiting at once).
+    /// bytes (at most [`CARRY_BUDGET`] of them per scan).
     async fn scan_and_upload(
         &mut self,
         cut: &str,

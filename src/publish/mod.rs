@@ -783,16 +783,27 @@ mod tests {
             "an unchanged file keeps its whole entry"
         );
         assert_eq!(s2.cut_header(), "c2");
-        // Other rules (here: another origin) make new headers over the same file data.
-        let other = CacheRules::defaults();
-        let s3 = Snapshot::build_reusing(&b, meta("c3"), &other, Some(&s2)).unwrap();
-        assert!(!std::ptr::eq(
+        // The same rules compiled again (a restart builds the first snapshot with its own
+        // copy) still share the entry.
+        let again = CacheRules::defaults();
+        let s3 = Snapshot::build_reusing(&b, meta("c3"), &again, Some(&s2)).unwrap();
+        assert!(std::ptr::eq(
             s2.get("same.json").unwrap(),
             s3.get("same.json").unwrap()
         ));
+        // Other rules (here: HSTS) make new headers over the same file data.
+        let mut other = CacheRules::defaults();
+        other.hsts_max_age = Some(60);
+        let s4 = Snapshot::build_reusing(&b, meta("c4"), &other, Some(&s3)).unwrap();
+        assert!(
+            s4.get("same.json")
+                .unwrap()
+                .identity
+                .contains_key("strict-transport-security")
+        );
         assert!(Arc::ptr_eq(
-            &s2.get("same.json").unwrap().data,
-            &s3.get("same.json").unwrap().data
+            &s3.get("same.json").unwrap().data,
+            &s4.get("same.json").unwrap().data
         ));
         assert_ne!(
             s1.get("changed.json").unwrap().data.etag,

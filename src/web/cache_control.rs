@@ -25,9 +25,9 @@ pub struct RuleError {
 /// How a cut is turned into a snapshot. Cheap to clone (a compiled glob set and a few values).
 #[derive(Debug, Clone)]
 pub struct CacheRules {
-    /// Which `CacheRules::new` call made the glob set and values (clones share it), so a
-    /// snapshot can tell cheaply that the rules it was built with are the ones in force.
-    origin: u64,
+    /// The `(glob, value)` rules and the default as configured, so a snapshot can tell that
+    /// the rules it was built with are the ones in force (a glob set cannot be compared).
+    source: std::sync::Arc<(Vec<(String, String)>, String)>,
     set: GlobSet,
     values: Vec<HeaderValue>,
     default: HeaderValue,
@@ -72,16 +72,15 @@ impl CacheRules {
             index: 0,
             reason: e.to_string(),
         })?;
-        let default = HeaderValue::from_str(default).map_err(|_| RuleError {
+        let default_value = HeaderValue::from_str(default).map_err(|_| RuleError {
             index: rules.len(),
             reason: format!("{default:?} is not a valid header value"),
         })?;
-        static ORIGINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(CacheRules {
-            origin: ORIGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            source: std::sync::Arc::new((rules.to_vec(), default.to_owned())),
             set,
             values,
-            default,
+            default: default_value,
             serve_dotfiles,
             in_memory_max,
             hsts_max_age,
@@ -109,9 +108,9 @@ impl CacheRules {
     }
 
     /// Whether `self` and `other` give every path the same headers and the same in-memory or
-    /// on-disk body (the same compiled rules and the same settings).
+    /// on-disk body (the same rules and the same settings).
     pub fn same_as(&self, other: &CacheRules) -> bool {
-        self.origin == other.origin
+        (std::sync::Arc::ptr_eq(&self.source, &other.source) || self.source == other.source)
             && self.serve_dotfiles == other.serve_dotfiles
             && self.in_memory_max == other.in_memory_max
             && self.hsts_max_age == other.hsts_max_age
