@@ -424,6 +424,9 @@ async fn upload(
     }
 }
 
+/// How long a changed file found by the scan may wait for others to share its journal batch.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
+
 /// A cut's `json/main.json` when the bucket does not show it yet: uploaded last, from `body`
 /// when the scan read it.
 struct MainJson {
@@ -700,8 +703,8 @@ impl Worker {
     /// Reads `cut` and, while it is still being read, uploads every file the bucket lacks
     /// except `json/main.json` (`concurrency` at once). SAFETY of the journal: each key's
     /// `begin` is fsynced before its upload starts; keys are journaled in batches, each as soon
-    /// as it can fill the free upload slots (or the reading ended), so a 200-file increment
-    /// costs a few fsyncs, not 200.
+    /// as it can fill the free upload slots (or its oldest file waited [`BATCH_WAIT`], or the
+    /// reading ended), so a 200-file increment costs a few fsyncs, not 200.
     /// `main.json`, when it changed, is journaled with the last batch but not uploaded.
     /// Returns the cut's files, and whether `main.json` still has to go up (with its bytes
     /// when the scan read them), once the reading ended and every upload is confirmed; stops
@@ -724,22 +727,27 @@ impl Worker {
         let mut ready: std::collections::VecDeque<Found> = Default::default();
         let mut inflight = FuturesUnordered::new();
         let mut main: Option<MainJson> = None;
+        // When the oldest file in `found` was found (None while `found` is empty).
+        let mut waiting_since: Option<tokio::time::Instant> = None;
         let mut main_journaled = false;
         let mut listing = true;
         let mut failed: Option<AttemptError> = None;
         loop {
-            // PERF: a batch costs an fsync; journal one when it can fill every free upload slot
-            // (or the reading ended), not at each file found: at the start of a cut the scan
-            // finds files faster than one fsync a file would let them go up.
+            // PERF: a batch costs an fsync; journal one when it can fill every free upload slot,
+            // when its oldest file waited BATCH_WAIT, or when the reading ended — not at each
+            // file found: at the start of a cut the scan finds files faster than one fsync a
+            // file would let them go up. The wait bounds the delay of a sparse cut's files.
             let free = concurrency.saturating_sub(ready.len() + inflight.len());
             let fills = free > 0 && found.len() >= free;
+            let overdue = waiting_since.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
             let main_due = !listing && main.is_some() && !main_journaled;
-            if (!found.is_empty() && (fills || !listing)) || main_due {
+            if (!found.is_empty() && (fills || overdue || !listing)) || main_due {
                 let mut keys: Vec<String> = found.iter().map(|(k, _, _)| k.clone()).collect();
                 if main_due {
                     keys.push(MAIN_JSON.to_owned());
                     main_journaled = true;
                 }
+                let keys_len = keys.len();
                 let begin = Record::Begin {
                     cut: cut.to_owned(),
                     keys,
@@ -748,8 +756,9 @@ impl Worker {
                     failed = Some(e.into());
                     break;
                 }
-                tracing::debug!(target = %self.target.name, keys = found.len(), "begin durable");
+                tracing::debug!(target = %self.target.name, keys = keys_len, "begin durable");
                 ready.extend(found.drain(..));
+                waiting_since = None;
             }
             while inflight.len() < concurrency {
                 let Some((key, f, body)) = ready.pop_front() else {
@@ -778,6 +787,7 @@ impl Worker {
                             main = self.differs(&key, &f).then_some(MainJson { body });
                         } else if self.differs(&key, &f) {
                             found.push((key, f, body));
+                            waiting_since.get_or_insert_with(tokio::time::Instant::now);
                         }
                         next = match rx.try_recv() {
                             Ok(item) => Some(item),
@@ -789,6 +799,9 @@ impl Worker {
                         };
                     }
                 }
+                () = tokio::time::sleep_until(
+                    waiting_since.unwrap_or_else(tokio::time::Instant::now) + BATCH_WAIT
+                ), if waiting_since.is_some() => {}
                 Some((key, f, r)) = inflight.next(), if !inflight.is_empty() => {
                     if let Err(e) = self.confirmed(key, &f, r, report) {
                         failed = Some(e);

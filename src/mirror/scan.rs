@@ -85,9 +85,9 @@ pub fn scan_cut_each(
         let mut body = None;
         let sha = match cache.by_stamp.get(&stamp).or_else(|| next.get(&stamp)) {
             Some(s) => s.clone(),
-            None if meta.len() <= CARRY_MAX_FILE.min(carry_budget) => {
+            None if carry_budget > 0 && meta.len() <= CARRY_MAX_FILE.min(carry_budget) => {
                 hashed += 1;
-                let bytes = fs::read(&path)?;
+                let bytes = read_no_follow(&path, meta.len())?;
                 if bytes.len() as u64 != meta.len() {
                     // Cut files are never written after the cut is made; refuse to guess.
                     return Err(io::Error::new(
@@ -144,6 +144,20 @@ pub fn scan_cut_each(
     cache.by_stamp = next;
     cache.last_hashed = hashed;
     Ok(out)
+}
+
+/// The whole file at `path` (which the walk saw as a regular file of `len` bytes), refusing a
+/// link swapped in since (`O_NOFOLLOW`): its bytes go to a public bucket.
+fn read_no_follow(path: &Path, len: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The `Content-Type` and `Cache-Control` the HTTPS server sends for `key`.

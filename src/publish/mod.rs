@@ -232,7 +232,12 @@ impl Snapshot {
         let entries = previous
             .filter(|p| p.rules.same_as(rules))
             .map(|p| &p.files);
+        // File data depends on the rules only through where the body lives and which variants
+        // it has.
         let reuse: HashMap<Stamp, Arc<FileData>> = previous
+            .filter(|p| {
+                p.rules.in_memory_max == rules.in_memory_max && p.rules.brotli == rules.brotli
+            })
             .map(|p| {
                 p.files
                     .values()
@@ -539,7 +544,6 @@ fn load_file(
     // PERF: an unchanged file of an increment (a hard link: same stamp) is known by the walk's
     // lstat, without opening it (the walk saw a regular file, not a link).
     if let Some(entry) = kept
-        && walked.is_file()
         && Stamp::of(walked) == entry.data.stamp
     {
         return Ok(Loaded::Kept(Arc::clone(entry)));
@@ -581,10 +585,12 @@ fn load_file(
     } else {
         // Hash (and, for text, compress) by streaming; keep only the handle.
         let mut hasher = Sha256::new();
+        // The same size floors as the in-memory variants (`in_memory_max` may be tiny).
         let compress = compressible && len <= MAX_GZIP_SOURCE;
-        let mut gz = compress
+        let mut gz = (compress && len >= compression::MIN_SIZE as u64)
             .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6)));
-        let mut br = (compress && rules.brotli).then(|| compression::brotli_writer(Vec::new()));
+        let mut br = (compress && rules.brotli && len >= compression::BROTLI_MIN_SIZE as u64)
+            .then(|| compression::brotli_writer(Vec::new()));
         let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = file.read(&mut buf)?;
@@ -821,6 +827,18 @@ mod tests {
         assert!(matches!(e.data.content, Content::File(_)));
         assert_eq!(e.data.len, 4000);
         assert!(e.data.gzip.is_some() && e.data.brotli.is_some());
+        // The streamed variants keep the in-memory size floors.
+        std::fs::write(d.path().join("small.csv"), "a,b\n".repeat(250)).unwrap();
+        std::fs::write(d.path().join("tiny.csv"), "a,b\n".repeat(25)).unwrap();
+        let s = Snapshot::build(d.path(), meta("c"), &rules).unwrap();
+        let small = &s.get("small.csv").unwrap().data;
+        assert!(matches!(small.content, Content::File(_)));
+        assert!(
+            small.gzip.is_some() && small.brotli.is_none(),
+            "1000 B: gzip only"
+        );
+        let tiny = &s.get("tiny.csv").unwrap().data;
+        assert!(tiny.gzip.is_none() && tiny.brotli.is_none(), "100 B: none");
     }
 
     #[test]
