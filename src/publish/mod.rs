@@ -562,13 +562,15 @@ fn load_file(
         ));
     }
     let stamp = Stamp::of(&meta);
-    if let Some(d) = reuse.get(&stamp) {
+    let (ctype, compressible) = content_type::for_path(key);
+    // The data of the same bytes under another path is reused only when that path has the
+    // same type (the type decides `Content-Type` and whether there are compressed variants).
+    if let Some(d) = reuse.get(&stamp).filter(|d| d.content_type == ctype) {
         return Ok(Loaded::Data {
             data: Arc::clone(d),
             reused: true,
         });
     }
-    let (ctype, compressible) = content_type::for_path(key);
     let len = meta.len();
     let modified = conditional::http_time(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
     let (content, digest, gzip, brotli) = if len <= rules.in_memory_max {
@@ -814,6 +816,15 @@ mod tests {
         assert_ne!(
             s1.get("changed.json").unwrap().data.etag,
             s2.get("changed.json").unwrap().data.etag
+        );
+        // The same inode under a path of another type gets that type, not the old path's.
+        let c = d.path().join("c");
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::hard_link(a.join("same.json"), c.join("same.txt")).unwrap();
+        let s5 = Snapshot::build_reusing(&c, meta("c5"), &rules, Some(&s2)).unwrap();
+        assert_eq!(
+            s5.get("same.txt").unwrap().data.content_type,
+            "text/plain; charset=utf-8"
         );
     }
 
