@@ -18,10 +18,10 @@ use http::header::ACCEPT_ENCODING;
 pub const MIN_SIZE: usize = 256;
 
 /// Files smaller than this get gzip but no brotli variant.
-// PERF: measured on PREP CSV, text and JSON (README, "Compression"): below 2 KiB brotli saves
-// 0.5-3 % over gzip (3-30 bytes, less than the headers vary) and costs 3× gzip's CPU — mostly
-// the 1 MiB match-finder table it zeroes per file — which an increment of hundreds of small
-// JSON files pays before it is live.
+// PERF: measured on PREP CSV, text and JSON (README, "Performance", the mirror increment):
+// below 2 KiB brotli saves 0.5-3 % over gzip (3-30 bytes, less than the headers vary) and
+// costs 3× gzip's CPU — mostly the 1 MiB match-finder table it zeroes per file — which an
+// increment of hundreds of small JSON files pays before it is live.
 pub const BROTLI_MIN_SIZE: usize = 2048;
 
 /// gzip of `data`, or None when it does not save at least 5 %.
