@@ -113,6 +113,18 @@ fn kinds(srv: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// The one `source-failed` incident there must be (`why`: why only one).
+fn the_one_source_failed(srv: &TestServer, why: &str) -> difusor::store::Incident {
+    let incidents = srv.running.pipeline.store().incidents();
+    let mut failed: Vec<_> = incidents
+        .iter()
+        .filter(|i| i.kind == "source-failed")
+        .cloned()
+        .collect();
+    assert_eq!(failed.len(), 1, "{why}: {incidents:#?}");
+    failed.remove(0)
+}
+
 async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
@@ -308,17 +320,9 @@ async fn a_failing_source_raises_one_incident_then_recovers() {
         pkg.seen().len() >= 4
     })
     .await;
-    let failed: Vec<_> = srv
-        .running
-        .pipeline
-        .store()
-        .incidents()
-        .into_iter()
-        .filter(|i| i.kind == "source-failed")
-        .collect();
-    assert_eq!(failed.len(), 1, "one incident per outage, not per poll");
-    assert_eq!(failed[0].subject.as_deref(), Some("caido"));
-    assert!(failed[0].reason.contains("503"), "{}", failed[0].reason);
+    let failed = the_one_source_failed(&srv, "one incident per outage, not per poll");
+    assert_eq!(failed.subject.as_deref(), Some("caido"));
+    assert!(failed.reason.contains("503"), "{}", failed.reason);
     pkg.outage(None);
     pkg.put(
         &CUT.name(".zip"),
@@ -458,16 +462,11 @@ async fn an_s3_download_resumes_its_partial_and_a_resume_that_went_bad_is_fetche
     );
     // The bad resume is the one incident (an operator should know a download went bad), then
     // the source recovers; nothing is quarantined.
-    let incidents = srv.running.pipeline.store().incidents();
-    let failed: Vec<_> = incidents
-        .iter()
-        .filter(|i| i.kind == "source-failed")
-        .collect();
-    assert_eq!(failed.len(), 1, "{incidents:#?}");
+    let failed = the_one_source_failed(&srv, "the bad resume");
     assert!(
-        failed[0].reason.contains(&n2) && failed[0].reason.contains("resumed download"),
+        failed.reason.contains(&n2) && failed.reason.contains("resumed download"),
         "{}",
-        failed[0].reason
+        failed.reason
     );
     wait_for("source-recovered", Duration::from_secs(10), || {
         kinds(&srv).contains(&"source-recovered".to_owned())
@@ -532,16 +531,11 @@ async fn an_https_resume_that_disagrees_with_its_sidecar_is_fetched_again_whole(
         gets.iter().skip(1).any(|s| s.header("range").is_none()),
         "then fetched again whole"
     );
-    let incidents = srv.running.pipeline.store().incidents();
-    let failed: Vec<_> = incidents
-        .iter()
-        .filter(|i| i.kind == "source-failed")
-        .collect();
-    assert_eq!(failed.len(), 1, "{incidents:#?}");
+    let failed = the_one_source_failed(&srv, "the bad resume");
     assert!(
-        failed[0].reason.contains("resumed download"),
+        failed.reason.contains("resumed download"),
         "{}",
-        failed[0].reason
+        failed.reason
     );
     assert!(
         !kinds(&srv).contains(&"package-rejected".to_owned()),
