@@ -589,9 +589,9 @@ fn load_file(
         let mut hasher = Sha256::new();
         // The same size floors as the in-memory variants (`in_memory_max` may be tiny).
         let compress = compressible && len <= MAX_GZIP_SOURCE;
-        let mut gz = (compress && len >= compression::MIN_SIZE as u64)
-            .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6)));
-        let mut br = (compress && rules.brotli && len >= compression::BROTLI_MIN_SIZE as u64)
+        let mut gz = (compress && compression::gzip_worth_trying(len))
+            .then(|| compression::gzip_writer(Vec::new()));
+        let mut br = (compress && rules.brotli && compression::brotli_worth_trying(len))
             .then(|| compression::brotli_writer(Vec::new()));
         let mut buf = vec![0u8; 256 << 10];
         loop {
@@ -608,15 +608,14 @@ fn load_file(
                 std::io::Write::write_all(b, chunk)?;
             }
         }
-        let worth = |out: Vec<u8>| ((out.len() as u64) < len - len / 20).then_some(out);
         let gzip = match gz {
-            Some(g) => worth(g.finish()?),
+            Some(g) => compression::if_worth(g.finish()?, len),
             None => None,
         };
         let brotli = match br {
             Some(mut b) => {
                 std::io::Write::flush(&mut b)?;
-                worth(b.into_inner())
+                compression::if_worth(b.into_inner(), len)
             }
             None => None,
         };

@@ -24,20 +24,37 @@ pub const MIN_SIZE: usize = 256;
 // increment of hundreds of small JSON files pays before it is live.
 pub const BROTLI_MIN_SIZE: usize = 2048;
 
-/// gzip of `data`, or None when it does not save at least 5 %.
-pub fn gzip(data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() < MIN_SIZE {
-        return None;
-    }
+/// Whether a file of `len` bytes gets a gzip variant at all.
+pub fn gzip_worth_trying(len: u64) -> bool {
+    len >= MIN_SIZE as u64
+}
+
+/// Whether a file of `len` bytes gets a brotli variant at all (when brotli is on).
+pub fn brotli_worth_trying(len: u64) -> bool {
+    len >= BROTLI_MIN_SIZE as u64
+}
+
+/// `out`, the compressed form of `len` bytes, when it saves at least 5 %.
+pub fn if_worth(out: Vec<u8>, len: u64) -> Option<Vec<u8>> {
+    ((out.len() as u64) < len - len / 20).then_some(out)
+}
+
+/// A streaming gzip encoder with difusor's settings (for large files).
+pub fn gzip_writer(out: Vec<u8>) -> flate2::write::GzEncoder<Vec<u8>> {
     // PERF: level 6 (zlib's default) — level 9 costs 2-3× the CPU for 1-3 % fewer bytes, and a
     // cut with many changed files must go live in seconds.
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::new(6),
-    );
+    flate2::write::GzEncoder::new(out, flate2::Compression::new(6))
+}
+
+/// gzip of `data`, or None when it does not save at least 5 % (or `data` is below
+/// [`MIN_SIZE`]).
+pub fn gzip(data: &[u8]) -> Option<Vec<u8>> {
+    if !gzip_worth_trying(data.len() as u64) {
+        return None;
+    }
+    let mut enc = gzip_writer(Vec::with_capacity(data.len() / 4 + 64));
     enc.write_all(data).ok()?;
-    let out = enc.finish().ok()?;
-    (out.len() < data.len() - data.len() / 20).then_some(out)
+    if_worth(enc.finish().ok()?, data.len() as u64)
 }
 
 /// Brotli quality for precomputed variants.
@@ -54,14 +71,13 @@ pub fn brotli_writer(out: Vec<u8>) -> brotli::CompressorWriter<Vec<u8>> {
 /// brotli of `data`, or None when it does not save at least 5 % (or `data` is below
 /// [`BROTLI_MIN_SIZE`]).
 pub fn brotli(data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() < BROTLI_MIN_SIZE {
+    if !brotli_worth_trying(data.len() as u64) {
         return None;
     }
     let mut w = brotli_writer(Vec::with_capacity(data.len() / 4 + 64));
     w.write_all(data).ok()?;
     w.flush().ok()?;
-    let out = w.into_inner();
-    (out.len() < data.len() - data.len() / 20).then_some(out)
+    if_worth(w.into_inner(), data.len() as u64)
 }
 
 /// The representation to send.
