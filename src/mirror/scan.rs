@@ -11,7 +11,6 @@
 //! than the caller's budget for the small files it hands over with their bytes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -147,14 +146,10 @@ pub fn scan_cut_each(
 }
 
 /// The whole file at `path` (which the walk saw as a regular file of `len` bytes), refusing a
-/// link swapped in since (`O_NOFOLLOW`): its bytes go to a public bucket.
+/// link swapped in since: its bytes go to a public bucket.
 fn read_no_follow(path: &Path, len: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
+    let mut f = crate::publish::open_no_follow(path)?;
     let mut bytes = Vec::with_capacity(len as usize);
     f.read_to_end(&mut bytes)?;
     Ok(bytes)
@@ -175,6 +170,7 @@ pub fn headers_for(key: &str, rules: &CacheRules) -> ObjectHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn hard_links_are_not_hashed_again_and_headers_follow_the_server() {

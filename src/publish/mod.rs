@@ -524,6 +524,16 @@ pub(crate) fn walk(
     Ok(())
 }
 
+/// Opens a file [`walk`] found, for reading. SECURITY: `O_NOFOLLOW` — if the file was swapped
+/// for a link since the walk, fail rather than follow it (cuts are immutable, so this is a
+/// should-never-happen guard). The mirror reads the bytes it uploads through it too.
+pub(crate) fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 /// What the build thread made of one file.
 enum Loaded {
     /// The previous cut's entry for this path, unchanged.
@@ -548,12 +558,7 @@ fn load_file(
     {
         return Ok(Loaded::Kept(Arc::clone(entry)));
     }
-    // SECURITY: O_NOFOLLOW — if the file was swapped for a link since the walk, fail rather
-    // than follow it (the cut is immutable, so this is a should-never-happen guard).
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
+    let mut file = open_no_follow(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::new(
